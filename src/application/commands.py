@@ -1,0 +1,32 @@
+"""What the use cases are asked to do."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from src.domain.export_job import JobError
+from src.domain.task_token import TaskToken
+
+
+@dataclass(frozen=True, slots=True)
+class StartExportJobCommand:
+    job_id: str
+    export_id: str
+    user_id: str
+    metadata: Mapping[str, object] = field(default_factory=dict)
+    task_token: TaskToken | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunExportCommand:
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CompleteJobCommand:
+    """Finish the job: COMPLETED when `failure` is None and every file is counted,
+    FAILED with `failure` otherwise; then answer the workflow."""
+
+    job_id: str
+    failure: JobError | None = None

@@ -1,0 +1,28 @@
+"""Where export jobs live."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from src.domain.export_job import ExportJob
+
+
+class ConditionFailed(Exception):
+    """A conditional write lost: another writer changed the job first."""
+
+
+class JobRepository(Protocol):
+    """Stores jobs durably. Every write is conditional, so two replicas never overwrite
+    each other's progress without noticing."""
+
+    async def create(self, job: ExportJob) -> bool:
+        """Store a new job. False (and nothing written) when the jobId already exists."""
+        ...
+
+    async def get(self, job_id: str) -> ExportJob | None: ...
+
+    async def save(self, job: ExportJob) -> ExportJob:
+        """Write the job if nobody wrote it since it was read (same version); return it
+        with its new version. Raises ConditionFailed otherwise, and when a terminal job
+        would be changed into another status."""
+        ...

@@ -1,0 +1,91 @@
+"""CompleteJob: the one terminal transition of a job, and the workflow's one answer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+
+from src.application.callback_answer import SuccessAnswer, answer_for
+from src.application.commands import CompleteJobCommand
+from src.application.ports.clock import Clock
+from src.application.ports.event_publisher import EventPublisher
+from src.application.ports.job_repository import ConditionFailed, JobRepository
+from src.application.ports.workflow_callbacks import CallbackError, WorkflowCallbacks
+from src.domain.events import JOB_COMPLETED, JOB_FAILED, DomainEvent
+from src.domain.export_job import ExportJob
+from src.domain.job_status import JobStatus
+
+log = structlog.get_logger(__name__)
+
+
+class JobNotFound(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class CompleteResult:
+    job: ExportJob
+    won: bool  # this call made the terminal transition (and so owned the callback)
+
+
+@dataclass(frozen=True, slots=True)
+class CompleteJob:
+    """Moves the job to COMPLETED (every file counted, some may have failed) or FAILED
+    with a conditional write that exactly one caller wins. Only the winner answers the
+    workflow; a callback error is recorded on the job and never changes its outcome."""
+
+    jobs: JobRepository
+    callbacks: WorkflowCallbacks
+    events: EventPublisher
+    clock: Clock
+
+    async def execute(self, command: CompleteJobCommand) -> CompleteResult:
+        job = await self.jobs.get(command.job_id)
+        if job is None:
+            raise JobNotFound(command.job_id)
+        if job.is_terminal:
+            return CompleteResult(job, won=False)
+        now = self.clock.now()
+        if command.failure is None:
+            finished = job.complete(now)
+        else:
+            finished = job.fail(command.failure.code, command.failure.message, now)
+        try:
+            job = await self.jobs.save(finished)
+        except ConditionFailed:
+            latest = await self.jobs.get(command.job_id)
+            return CompleteResult(latest or job, won=False)
+        log.info(
+            "job finished",
+            status=job.status.value,
+            total_tasks=job.total_tasks,
+            completed_tasks=job.completed_tasks,
+            failed_tasks=job.failed_tasks,
+        )
+        name = JOB_COMPLETED if job.status is JobStatus.COMPLETED else JOB_FAILED
+        await self.events.publish(DomainEvent(name, job.job_id, now, {"status": job.status}))
+        if job.has_task_token():
+            job = await self.answer(job)
+        return CompleteResult(job, won=True)
+
+    async def answer(self, job: ExportJob) -> ExportJob:
+        """Send the workflow its answer and record how it went."""
+        assert job.task_token is not None
+        answer = answer_for(job)
+        try:
+            if isinstance(answer, SuccessAnswer):
+                await self.callbacks.send_success(job.task_token, answer.output)
+            else:
+                await self.callbacks.send_failure(job.task_token, answer.error, answer.cause)
+        except CallbackError as err:
+            log.error("workflow callback failed", error_code=err.code, task_token=job.task_token)
+            job = job.callback_failed(err.code, self.clock.now())
+        else:
+            log.info("workflow answered", task_token=job.task_token, kind=type(answer).__name__)
+            job = job.callback_delivered(self.clock.now())
+        try:
+            return await self.jobs.save(job)
+        except ConditionFailed:
+            log.warning("callback record lost a concurrent write")
+            return job

@@ -1,0 +1,144 @@
+"""The export job: one workflow's request, its progress and its answer."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from src.domain.errors import IllegalTransition, InvalidCounters
+from src.domain.job_status import ALLOWED, CallbackStatus, JobStatus
+from src.domain.task_token import TaskToken
+
+RETENTION = timedelta(days=7)
+
+
+@dataclass(frozen=True, slots=True)
+class JobError:
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackRecord:
+    """What happened when the service answered (or tried to answer) the workflow."""
+
+    status: CallbackStatus
+    attempts: int = 0
+    last_error: str | None = None
+    at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExportJob:
+    job_id: str
+    export_id: str
+    user_id: str
+    status: JobStatus
+    created_at: datetime
+    updated_at: datetime
+    metadata: Mapping[str, object] = field(default_factory=dict)
+    task_token: TaskToken | None = None
+    total_tasks: int = 0
+    completed_tasks: int = 0
+    failed_tasks: int = 0
+    completed_at: datetime | None = None
+    error: JobError | None = None
+    callback: CallbackRecord = CallbackRecord(CallbackStatus.NOT_REQUIRED)
+    version: int = 0
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        job_id: str,
+        export_id: str,
+        user_id: str,
+        now: datetime,
+        metadata: Mapping[str, object] | None = None,
+        task_token: TaskToken | None = None,
+    ) -> ExportJob:
+        """A new job starts PROCESSING, as the original's first write did."""
+        callback = CallbackStatus.PENDING if task_token else CallbackStatus.NOT_REQUIRED
+        return cls(
+            job_id=job_id,
+            export_id=export_id,
+            user_id=user_id,
+            status=JobStatus.PROCESSING,
+            created_at=now,
+            updated_at=now,
+            metadata=dict(metadata or {}),
+            task_token=task_token,
+            callback=CallbackRecord(callback),
+        )
+
+    def has_task_token(self) -> bool:
+        return self.task_token is not None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status.is_terminal
+
+    @property
+    def expires_at(self) -> datetime:
+        return self.created_at + RETENTION
+
+    @property
+    def pending_tasks(self) -> int:
+        return self.total_tasks - self.completed_tasks - self.failed_tasks
+
+    @property
+    def all_files_done(self) -> bool:
+        return self.pending_tasks == 0
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status is JobStatus.COMPLETED and self.failed_tasks == 0
+
+    def duration_ms(self) -> int:
+        end = self.completed_at or self.updated_at
+        return max(0, int((end - self.created_at).total_seconds() * 1000))
+
+    def move_to(self, status: JobStatus, now: datetime) -> ExportJob:
+        if status not in ALLOWED[self.status]:
+            raise IllegalTransition(self.status, status)
+        ended = now if status.is_terminal else self.completed_at
+        return replace(self, status=status, updated_at=now, completed_at=ended)
+
+    def start_polling(self, now: datetime) -> ExportJob:
+        return self.move_to(JobStatus.POLLING, now)
+
+    def start_downloading(self, total: int, now: datetime) -> ExportJob:
+        if total < 0:
+            raise InvalidCounters("total tasks cannot be negative")
+        return replace(self.move_to(JobStatus.DOWNLOADING, now), total_tasks=total)
+
+    def record_file(self, *, succeeded: bool, now: datetime) -> ExportJob:
+        if self.pending_tasks <= 0:
+            raise InvalidCounters(f"job {self.job_id} has no file left to count")
+        if succeeded:
+            return replace(self, completed_tasks=self.completed_tasks + 1, updated_at=now)
+        return replace(self, failed_tasks=self.failed_tasks + 1, updated_at=now)
+
+    def complete(self, now: datetime) -> ExportJob:
+        """COMPLETED even when some files failed: failedTasks tells, and the workflow is
+        still answered with a failure."""
+        if not self.all_files_done:
+            raise InvalidCounters(f"job {self.job_id} still has {self.pending_tasks} files")
+        return self.move_to(JobStatus.COMPLETED, now)
+
+    def fail(self, code: str, message: str, now: datetime) -> ExportJob:
+        return replace(self.move_to(JobStatus.FAILED, now), error=JobError(code, message))
+
+    def cancel(self, code: str, message: str, now: datetime) -> ExportJob:
+        return replace(self.move_to(JobStatus.CANCELLED, now), error=JobError(code, message))
+
+    def callback_delivered(self, now: datetime) -> ExportJob:
+        record = CallbackRecord(
+            CallbackStatus.DELIVERED, self.callback.attempts + 1, self.callback.last_error, now
+        )
+        return replace(self, callback=record, updated_at=now)
+
+    def callback_failed(self, error_code: str, now: datetime) -> ExportJob:
+        record = CallbackRecord(CallbackStatus.FAILED, self.callback.attempts + 1, error_code, now)
+        return replace(self, callback=record, updated_at=now)

@@ -1,0 +1,58 @@
+"""Settings, under the original service's environment variable names."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every field maps to the environment variable of the same name in upper case."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+    # AWS
+    aws_region: str = "us-east-1"
+    aws_endpoint: str | None = None  # LocalStack or the embedded emulator; unset = real AWS
+    sqs_export_jobs_url: str = ""
+    sqs_download_tasks_url: str = ""
+    sqs_max_messages: int = Field(10, ge=1, le=10)
+    sqs_wait_time_seconds: int = Field(20, ge=0, le=20)
+    sqs_visibility_timeout: int = Field(900, ge=1, le=43_200)
+    dynamodb_table_name: str = "export-job-state"
+    dynamodb_tasks_table_name: str = "export-job-tasks"
+    s3_bucket_name: str = ""
+    s3_prefix: str = "exports/"
+
+    # Export API
+    export_api_base_url: str = "http://localhost:8081"
+    export_api_timeout: int = Field(30_000, ge=1, description="milliseconds")
+    export_api_max_retries: int = Field(3, ge=0)
+
+    # Processing
+    max_concurrent_jobs: int = Field(10, ge=1)
+    max_file_size_mb: int = Field(1024, ge=1)
+    polling_interval_ms: int = Field(5_000, ge=1)
+    max_polling_attempts: int = Field(120, ge=1)
+    dispatch_batch_size: int = Field(10, ge=1, le=10)
+    download_concurrency: int = Field(4, ge=1)
+    download_timeout_ms: int = Field(300_000, ge=1)
+    download_max_attempts: int = Field(3, ge=1)
+    s3_multipart_threshold_mb: int = Field(8, ge=5)
+    s3_part_size_mb: int = Field(8, ge=5)
+
+    # Admin API and logging
+    port: int = 3000
+    log_level: str = "info"
+
+    @property
+    def export_api_timeout_seconds(self) -> float:
+        return self.export_api_timeout / 1000
+
+    @property
+    def polling_interval_seconds(self) -> float:
+        return self.polling_interval_ms / 1000
+
+    @property
+    def download_timeout_seconds(self) -> float:
+        return self.download_timeout_ms / 1000

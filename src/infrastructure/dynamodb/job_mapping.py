@@ -1,0 +1,63 @@
+"""ExportJob <-> the job item, attribute names exactly as the original service wrote them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from src.domain.export_job import CallbackRecord, ExportJob, JobError
+from src.domain.job_status import CallbackStatus, JobStatus
+from src.domain.task_token import TaskToken
+from src.domain.time import iso_ms, parse_iso
+
+
+def to_item(job: ExportJob) -> dict[str, Any]:
+    """Plain values; None means 'attribute absent'."""
+    return {
+        "jobId": job.job_id,
+        "exportId": job.export_id,
+        "userId": job.user_id,
+        "status": job.status.value,
+        "totalTasks": job.total_tasks,
+        "completedTasks": job.completed_tasks,
+        "failedTasks": job.failed_tasks,
+        "createdAt": iso_ms(job.created_at),
+        "updatedAt": iso_ms(job.updated_at),
+        "completedAt": iso_ms(job.completed_at) if job.completed_at else None,
+        "error": {"code": job.error.code, "message": job.error.message} if job.error else None,
+        "metadata": dict(job.metadata),
+        "ttl": int(job.expires_at.timestamp()),
+        "taskToken": job.task_token.reveal() if job.task_token else None,
+        "callbackStatus": job.callback.status.value,
+        "callbackAttempts": job.callback.attempts,
+        "callbackError": job.callback.last_error,
+        "callbackAt": iso_ms(job.callback.at) if job.callback.at else None,
+        "version": job.version,
+    }
+
+
+def from_item(item: dict[str, Any]) -> ExportJob:
+    error = item.get("error")
+    token = item.get("taskToken")
+    callback_at = item.get("callbackAt")
+    return ExportJob(
+        job_id=item["jobId"],
+        export_id=item["exportId"],
+        user_id=item["userId"],
+        status=JobStatus(item["status"]),
+        created_at=parse_iso(item["createdAt"]),
+        updated_at=parse_iso(item["updatedAt"]),
+        metadata=item.get("metadata") or {},
+        task_token=TaskToken(token) if token else None,
+        total_tasks=int(item.get("totalTasks", 0)),
+        completed_tasks=int(item.get("completedTasks", 0)),
+        failed_tasks=int(item.get("failedTasks", 0)),
+        completed_at=parse_iso(item["completedAt"]) if item.get("completedAt") else None,
+        error=JobError(error["code"], error["message"]) if error else None,
+        callback=CallbackRecord(
+            status=CallbackStatus(item.get("callbackStatus", CallbackStatus.NOT_REQUIRED)),
+            attempts=int(item.get("callbackAttempts", 0)),
+            last_error=item.get("callbackError"),
+            at=parse_iso(callback_at) if callback_at else None,
+        ),
+        version=int(item.get("version", 0)),
+    )

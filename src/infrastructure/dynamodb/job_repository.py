@@ -1,0 +1,82 @@
+"""DynamoDbJobRepository: jobs in the `export-job-state` table, every write conditional."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from src.application.ports.job_repository import ConditionFailed
+from src.domain.export_job import ExportJob
+from src.infrastructure.dynamodb import job_mapping
+from src.infrastructure.dynamodb.codec import from_item, to_attr
+
+_CONDITION_FAILED = "ConditionalCheckFailedException"
+
+
+def _is_condition_failure(err: ClientError) -> bool:
+    return err.response.get("Error", {}).get("Code") == _CONDITION_FAILED
+
+
+class DynamoDbJobRepository:  # implements JobRepository
+    def __init__(self, client: Any, table_name: str) -> None:
+        self._client = client
+        self._table = table_name
+
+    async def create(self, job: ExportJob) -> bool:
+        item = {k: to_attr(v) for k, v in job_mapping.to_item(job).items() if v is not None}
+        try:
+            await self._client.put_item(
+                TableName=self._table,
+                Item=item,
+                ConditionExpression="attribute_not_exists(jobId)",
+            )
+        except ClientError as err:
+            if _is_condition_failure(err):
+                return False
+            raise
+        return True
+
+    async def get(self, job_id: str) -> ExportJob | None:
+        response = await self._client.get_item(
+            TableName=self._table, Key={"jobId": {"S": job_id}}, ConsistentRead=True
+        )
+        item = response.get("Item")
+        return job_mapping.from_item(from_item(item)) if item else None
+
+    async def save(self, job: ExportJob) -> ExportJob:
+        """UpdateItem (not PutItem) so attributes other writers own survive."""
+        saved = replace(job, version=job.version + 1)
+        values = job_mapping.to_item(saved)
+        del values["jobId"]
+        names: dict[str, str] = {"#v": "version"}
+        attrs: dict[str, Any] = {":expected": {"N": str(job.version)}}
+        sets, removes = [], []
+        for i, (name, value) in enumerate(values.items()):
+            names[f"#a{i}"] = name
+            if value is None:
+                removes.append(f"#a{i}")
+            else:
+                sets.append(f"#a{i} = :a{i}")
+                attrs[f":a{i}"] = to_attr(value)
+        expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
+        try:
+            await self._client.update_item(
+                TableName=self._table,
+                Key={"jobId": {"S": job.job_id}},
+                UpdateExpression=expression,
+                # Items written by the original service have no version yet.
+                ConditionExpression=(
+                    "attribute_exists(jobId) AND #v = :expected"
+                    if job.version
+                    else "attribute_exists(jobId) AND (attribute_not_exists(#v) OR #v = :expected)"
+                ),
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=attrs,
+            )
+        except ClientError as err:
+            if _is_condition_failure(err):
+                raise ConditionFailed(job.job_id) from err
+            raise
+        return saved

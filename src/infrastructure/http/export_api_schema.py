@@ -1,0 +1,36 @@
+"""The Export API's response body, validated at the edge."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+
+class DownloadUrl(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    url: StrictStr = Field(min_length=1)
+    fileName: StrictStr = Field(min_length=1)
+    fileSize: int | None = Field(None, ge=0)
+    checksum: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    expiresAt: str | None = None
+
+
+class ExportError(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    code: str | None = None
+    message: str | None = None
+
+
+class ExportResponse(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    exportId: StrictStr
+    status: Literal["pending", "processing", "ready", "failed", "expired"]
+    downloadUrls: list[DownloadUrl] | None = None
+    error: ExportError | None = None
+    createdAt: str | None = None
+    completedAt: str | None = None
+    expiresAt: str | None = None

@@ -1,0 +1,140 @@
+"""AiohttpFileTransfer: stream an HTTP(S) URL into S3, hashing on the way."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import structlog
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from src.application.ports.file_transfer import TransferFailed, TransferResult
+from src.infrastructure.redaction import redact_url
+from src.infrastructure.s3.streaming_upload import S3StreamingUpload
+
+log = structlog.get_logger(__name__)
+
+_CHUNK = 256 * 1024
+_MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class TransferLimits:
+    max_bytes: int
+    timeout_seconds: float
+    max_attempts: int = 3
+    part_size: int = 8 * _MIB
+    multipart_threshold: int = 8 * _MIB
+    parts_in_flight: int = 2
+    backoff_seconds: float = 0.5
+
+
+def _retryable(err: BaseException) -> bool:
+    return isinstance(err, TransferFailed) and err.retryable
+
+
+class AiohttpFileTransfer:  # implements FileTransfer
+    """4xx answers (except 408 and 429), size and checksum mismatches fail at once;
+    network errors, timeouts and 5xx are retried a bounded number of times. A failed
+    upload is aborted, so no truncated object is ever left under the key."""
+
+    def __init__(
+        self, session: aiohttp.ClientSession, s3: Any, bucket: str, limits: TransferLimits
+    ) -> None:
+        self._session = session
+        self._s3 = s3
+        self._bucket = bucket
+        self._limits = limits
+
+    async def transfer(
+        self,
+        url: str,
+        key: str,
+        *,
+        expected_size: int | None = None,
+        expected_sha256: str | None = None,
+    ) -> TransferResult:
+        if not url.lower().startswith(("http://", "https://")):
+            raise TransferFailed("only http and https URLs are allowed")
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._limits.max_attempts),
+            wait=wait_exponential_jitter(initial=self._limits.backoff_seconds, max=10),
+            retry=retry_if_exception(_retryable),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._once(url, key, expected_size, expected_sha256)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _once(
+        self, url: str, key: str, expected_size: int | None, expected_sha256: str | None
+    ) -> TransferResult:
+        timeout = aiohttp.ClientTimeout(total=self._limits.timeout_seconds)
+        try:
+            async with self._session.get(url, timeout=timeout) as response:
+                self._check_response(response, expected_size)
+                return await self._stream(response, key, expected_size, expected_sha256)
+        except TimeoutError:
+            raise TransferFailed("download timed out", retryable=True) from None
+        except aiohttp.ClientError as err:
+            reason = f"download failed ({type(err).__name__})"
+            raise TransferFailed(reason, retryable=True) from None
+
+    def _check_response(self, response: aiohttp.ClientResponse, expected: int | None) -> None:
+        status = response.status
+        if status >= 500 or status in (408, 429):
+            raise TransferFailed(
+                f"HTTP {status} from {redact_url(str(response.url))}", retryable=True
+            )
+        if status >= 400:
+            raise TransferFailed(f"HTTP {status} from {redact_url(str(response.url))}")
+        length = response.content_length
+        if length is not None and length > self._limits.max_bytes:
+            raise TransferFailed(
+                f"file of {length} bytes is over the {self._limits.max_bytes} limit"
+            )
+        if length is not None and expected is not None and length != expected:
+            raise TransferFailed(f"size mismatch: expected {expected} bytes, server sends {length}")
+
+    async def _stream(
+        self,
+        response: aiohttp.ClientResponse,
+        key: str,
+        expected_size: int | None,
+        expected_sha256: str | None,
+    ) -> TransferResult:
+        limits = self._limits
+        upload = S3StreamingUpload(
+            self._s3,
+            self._bucket,
+            key,
+            part_size=limits.part_size,
+            threshold=limits.multipart_threshold,
+            parts_in_flight=limits.parts_in_flight,
+        )
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            async for chunk in response.content.iter_chunked(_CHUNK):
+                size += len(chunk)
+                if size > limits.max_bytes:
+                    raise TransferFailed(f"file is over the {limits.max_bytes} byte limit")
+                digest.update(chunk)
+                await upload.write(chunk)
+            sha256 = digest.hexdigest()
+            self._verify(size, sha256, expected_size, expected_sha256)
+            await upload.complete({"sha256": sha256, "bytes": str(size)})
+        except BaseException:
+            await upload.abort()
+            raise
+        return TransferResult(key=key, bytes=size, sha256=sha256)
+
+    @staticmethod
+    def _verify(size: int, sha256: str, expected_size: int | None, expected: str | None) -> None:
+        if expected_size is not None and size != expected_size:
+            raise TransferFailed(f"size mismatch: expected {expected_size} bytes, got {size}")
+        if expected is not None and sha256 != expected.lower():
+            raise TransferFailed(f"checksum mismatch: expected sha256 {expected}, got {sha256}")

@@ -1,0 +1,22 @@
+"""Secrets out of text: presigned query strings and task tokens."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+_URL_QUERY = re.compile(r"(https?://[^\s?#\"'<>]+)\?[^\s\"'<>]*", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """scheme://host/path, without the query string (where presigned URLs keep secrets)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    suffix = "?<redacted>" if parts.query else ""
+    return f"{parts.scheme}://{parts.hostname or ''}{parts.path}{suffix}"
+
+
+def redact_text(text: str) -> str:
+    return _URL_QUERY.sub(r"\1?<redacted>", text)

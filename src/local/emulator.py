@@ -1,0 +1,333 @@
+"""In-process AWS emulator: a moto server on a free loopback port.
+
+Used by ``serve --embedded``, ``demo`` and the tests; never by production code paths.
+
+Fidelity fixes and test hooks live in :class:`_Middleware`, wrapped around moto's WSGI app:
+
+* moto serves every request on its own thread and does not lock its DynamoDB backend, so
+  concurrent ``UpdateItem ... ADD`` calls lose increments and condition checks interleave.
+  Real DynamoDB applies each item write atomically, so DynamoDB requests are serialised with
+  one lock: tests of exactly-once behaviour then test our code, not the emulator's races.
+* Every request is counted by operation (``calls``), and an optional fault predicate can
+  answer JSON-protocol requests with a ``ThrottlingException`` (``set_fault``).
+
+moto's Step Functions interpreter calls SQS (``sqs:sendMessage.waitForTaskToken``) through
+``http://localhost:$MOTO_PORT``, so ``start`` sets ``MOTO_PORT``: one running emulator per
+process (moto's backends are process-global anyway).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import logging
+import os
+import threading
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs
+
+from werkzeug.serving import BaseWSGIServer, make_server
+
+_log = logging.getLogger(__name__)
+
+FaultPredicate = Callable[[str], bool]
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+_DYNAMODB_TARGET_PREFIX = "DynamoDB_"
+_FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+_MAX_FORM_PEEK = 1024 * 1024
+
+
+def _operation_of(environ: dict[str, Any]) -> tuple[str | None, str | None]:
+    """Return ``(operation, x_amz_target)`` for a request; the operation may be unknown.
+
+    JSON protocols name the operation in ``X-Amz-Target`` (``AWSStepFunctions.SendTaskSuccess``,
+    ``DynamoDB_20120810.PutItem``, ``AmazonSQS.ReceiveMessage``). Query protocols carry an
+    ``Action`` in the query string or the form body; the body is read and put back. REST
+    protocols (S3) are not identified.
+    """
+    target = environ.get("HTTP_X_AMZ_TARGET")
+    if target:
+        return target.rsplit(".", 1)[-1], target
+    action = parse_qs(environ.get("QUERY_STRING", "")).get("Action")
+    if action:
+        return action[0], None
+    content_type = environ.get("CONTENT_TYPE", "")
+    if environ.get("REQUEST_METHOD") == "POST" and content_type.startswith(_FORM_CONTENT_TYPE):
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if 0 < length <= _MAX_FORM_PEEK:
+            body = environ["wsgi.input"].read(length)
+            environ["wsgi.input"] = io.BytesIO(body)
+            action = parse_qs(body.decode("utf-8", "replace")).get("Action")
+            if action:
+                return action[0], None
+    return None, None
+
+
+_patched = False
+_patch_lock = threading.Lock()
+
+
+def _patch_moto() -> None:
+    """Fix moto fidelity gaps in place (once per process; moto is process-global anyway).
+
+    * ``SendTaskFailure``: moto's response handler passes only ``error`` to the backend, so
+      the execution's failure cause was always null. The interpreter's backend takes a cause.
+    * A token whose execution has ended (timed out, failed, succeeded) makes moto answer
+      ``InvalidToken``; AWS answers ``TaskTimedOut`` ("Provided task does not exist anymore"),
+      which the service reads as "the workflow gave up". Known tokens get ``TaskTimedOut``;
+      unknown ones keep ``InvalidToken``.
+    """
+    global _patched
+    with _patch_lock:
+        if _patched:
+            return
+        from moto.core.exceptions import AWSError
+        from moto.core.responses import EmptyResult
+        from moto.stepfunctions.parser.api import ExecutionStatus, InvalidToken
+        from moto.stepfunctions.parser.models import StepFunctionsParserBackend
+        from moto.stepfunctions.responses import StepFunctionResponse
+
+        def send_task_failure(self: Any) -> Any:
+            backend = self.stepfunction_backend
+            kwargs: dict[str, Any] = {"error": self._get_param("error")}
+            cause = self._get_param("cause")
+            if cause is not None and isinstance(backend, StepFunctionsParserBackend):
+                kwargs["cause"] = cause
+            backend.send_task_failure(self._get_param("taskToken"), **kwargs)
+            return EmptyResult()
+
+        def token_of_ended_execution(backend: Any, token: str) -> bool:
+            for execution in backend._get_executions():
+                if execution.status == ExecutionStatus.RUNNING:
+                    continue
+                worker = getattr(execution, "exec_worker", None)
+                env = getattr(worker, "env", None)
+                pool = getattr(env, "callback_pool_manager", None)
+                if pool is not None and pool.get(token) is not None:
+                    return True
+            return False
+
+        def ended_is_timed_out(original: Callable[..., Any]) -> Callable[..., Any]:
+            @functools.wraps(original)
+            def method(self: Any, task_token: str, *args: Any, **kwargs: Any) -> Any:
+                try:
+                    return original(self, task_token, *args, **kwargs)
+                except InvalidToken:
+                    if token_of_ended_execution(self, task_token):
+                        raise AWSError(
+                            "Task Timed Out: 'Provided task does not exist anymore'",
+                            exception_type="TaskTimedOut",
+                        ) from None
+                    raise
+
+            return method
+
+        StepFunctionResponse.send_task_failure = send_task_failure  # type: ignore[method-assign]
+        for name in ("send_task_success", "send_task_failure", "send_task_heartbeat"):
+            original = getattr(StepFunctionsParserBackend, name)
+            setattr(StepFunctionsParserBackend, name, ended_is_timed_out(original))
+        _patched = True
+
+
+class _Middleware:
+    """Counts operations, serialises DynamoDB, injects faults."""
+
+    def __init__(self, app: WsgiApp) -> None:
+        self._app = app
+        self._counts: Counter[str] = Counter()
+        self._faults = 0
+        self._counts_lock = threading.Lock()
+        self._dynamodb_lock = threading.Lock()
+        self.fault: FaultPredicate | None = None
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        operation, target = _operation_of(environ)
+        if operation is not None:
+            with self._counts_lock:
+                self._counts[operation] += 1
+                if target is not None:
+                    self._counts[target] += 1
+
+        fault = self.fault
+        if target is not None and operation is not None and fault is not None and fault(operation):
+            with self._counts_lock:
+                self._faults += 1
+            return self._throttle(start_response)
+
+        if target is not None and target.startswith(_DYNAMODB_TARGET_PREFIX):
+            with self._dynamodb_lock:
+                # Consume the whole response inside the lock: the write is finished before
+                # the next DynamoDB request starts, like one atomic item write in AWS.
+                return list(self._app(environ, start_response))
+        return self._app(environ, start_response)
+
+    @staticmethod
+    def _throttle(start_response: StartResponse) -> list[bytes]:
+        body = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode()
+        start_response(
+            "400 Bad Request",
+            [
+                ("Content-Type", "application/x-amz-json-1.0"),
+                ("Content-Length", str(len(body))),
+                ("x-amzn-ErrorType", "ThrottlingException"),
+                ("x-amzn-RequestId", "00000000-0000-0000-0000-000000000000"),
+            ],
+        )
+        return [body]
+
+    def calls(self, operation: str) -> int:
+        with self._counts_lock:
+            return self._counts[operation]
+
+    @property
+    def faults(self) -> int:
+        with self._counts_lock:
+            return self._faults
+
+    def reset(self) -> None:
+        with self._counts_lock:
+            self._counts.clear()
+            self._faults = 0
+
+
+class EmbeddedAws:
+    """In-process AWS emulator (moto server) on a free 127.0.0.1 port.
+
+    ``port=0`` picks a free port. ``start`` turns Step Functions execution on and points
+    ``MOTO_PORT`` at this server (restored by ``stop``). Usable as a context manager.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._host = host
+        self._port = port
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self._middleware: _Middleware | None = None
+        self._previous_moto_port: str | None = None
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("EmbeddedAws is not started")
+        return int(self._server.server_address[1])
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{self._host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    def start(self) -> None:
+        if self._server is not None:
+            return
+        # Imported here: moto is the optional "embedded" dependency group.
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        _patch_moto()
+        self._middleware = _Middleware(DomainDispatcherApplication(create_backend_app))
+        # Binding port 0 here reserves the free port at once (no pick-then-bind race); the
+        # port is known, and MOTO_PORT set, before the server serves its first request.
+        server = make_server(
+            self._host,
+            self._port,
+            self._middleware,
+            threaded=True,
+            request_handler=MotoRequestHandler,
+        )
+        self._server = server
+        self._previous_moto_port = os.environ.get("MOTO_PORT")
+        os.environ["MOTO_PORT"] = str(self.port)
+        self._thread = threading.Thread(
+            target=server.serve_forever, name=f"moto-server-{self.port}", daemon=True
+        )
+        self._thread.start()
+        try:
+            self._configure({"stepfunctions": {"execute_state_machine": True}})
+        except Exception:
+            self.stop()
+            raise
+        _log.info("embedded AWS emulator listening on %s", self.endpoint_url)
+
+    def _configure(self, config: dict[str, Any]) -> None:
+        request = urllib.request.Request(  # noqa: S310 - our own loopback http endpoint
+            f"{self.endpoint_url}/moto-api/config",
+            data=json.dumps(config).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            response.read()
+
+    def stop(self) -> None:
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=10)
+        self._server = None
+        self._thread = None
+        if self._previous_moto_port is None:
+            os.environ.pop("MOTO_PORT", None)
+        else:
+            os.environ["MOTO_PORT"] = self._previous_moto_port
+
+    def calls(self, operation: str) -> int:
+        """Requests received for an operation, faulted ones included.
+
+        ``operation`` is the bare name (``"SendTaskSuccess"``, ``"PutItem"``,
+        ``"ReceiveMessage"``) or the full ``X-Amz-Target`` (``"AWSStepFunctions.SendTaskSuccess"``).
+        The bare name sums every service with that operation. S3 (REST) is not counted.
+        """
+        return self._require_middleware().calls(operation)
+
+    @property
+    def faults(self) -> int:
+        """Requests answered by the fault hook."""
+        return self._require_middleware().faults
+
+    def reset_calls(self) -> None:
+        self._require_middleware().reset()
+
+    def set_fault(self, predicate: FaultPredicate | None) -> None:
+        """Answer JSON-protocol requests whose operation matches with a ThrottlingException.
+
+        Only requests carrying ``X-Amz-Target`` (DynamoDB, Step Functions, SQS JSON) are
+        faulted; ``None`` switches the hook off.
+        """
+        self._require_middleware().fault = predicate
+
+    def _require_middleware(self) -> _Middleware:
+        if self._middleware is None:
+            raise RuntimeError("EmbeddedAws is not started")
+        return self._middleware
+
+    def __enter__(self) -> EmbeddedAws:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,287 @@
+"""Provision the export service's AWS resources on an emulator (moto or LocalStack).
+
+Mirrors ``infra/template.yaml`` (the production definition); keep the two in step. The state
+machine is rendered from the same file production deploys, ``state-machines/export-job.asl.json``,
+with the same placeholders CloudFormation fills through ``DefinitionSubstitutions``.
+
+Idempotent: calling it twice with the same arguments leaves one set of resources. The
+``name_prefix`` lets parallel test runs isolate themselves on one emulator.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+# --- Names and shapes shared with infra/template.yaml (keep in step) ---------------------
+
+EXPORT_JOBS_QUEUE = "export-jobs"
+DOWNLOAD_TASKS_QUEUE = "download-tasks"
+DLQ_SUFFIX = "-dlq"
+QUEUE_VISIBILITY_TIMEOUT_SECONDS = 900
+DLQ_MAX_RECEIVE_COUNT = 3
+DLQ_RETENTION_SECONDS = 14 * 24 * 3600
+
+JOB_TABLE = "export-job-state"
+JOB_TABLE_HASH_KEY = "jobId"
+STATUS_INDEX = "status-index"
+USER_ID_INDEX = "userId-index"
+INDEX_RANGE_KEY = "createdAt"
+TASKS_TABLE = "export-job-tasks"
+TASKS_TABLE_HASH_KEY = "jobId"
+TASKS_TABLE_RANGE_KEY = "taskId"
+TTL_ATTRIBUTE = "ttl"
+
+BUCKET = "export-service-bucket"
+
+STATE_MACHINE = "export-job"
+STATE_MACHINE_ROLE_ARN = "arn:aws:iam::123456789012:role/export-job-sfn"
+
+STATE_MACHINE_TEMPLATE = (
+    Path(__file__).resolve().parents[2] / "state-machines" / "export-job.asl.json"
+)
+
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
+_DUMMY_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+@dataclass(frozen=True)
+class Resources:
+    export_jobs_url: str
+    export_jobs_dlq_url: str
+    download_tasks_url: str
+    download_tasks_dlq_url: str
+    table_name: str
+    tasks_table_name: str
+    bucket: str
+    state_machine_arn: str
+
+    def as_env(self) -> dict[str, str]:
+        """The service's settings (environment names) for these resources."""
+        return {
+            "SQS_EXPORT_JOBS_URL": self.export_jobs_url,
+            "SQS_DOWNLOAD_TASKS_URL": self.download_tasks_url,
+            "DYNAMODB_TABLE_NAME": self.table_name,
+            "DYNAMODB_TASKS_TABLE_NAME": self.tasks_table_name,
+            "S3_BUCKET_NAME": self.bucket,
+            "STATE_MACHINE_ARN": self.state_machine_arn,
+        }
+
+
+def render_state_machine(
+    queue_url: str,
+    task_timeout_seconds: int = 3600,
+    heartbeat_seconds: int = 300,
+    path: Path | None = None,
+) -> str:
+    """Fill the ASL template's placeholders as CloudFormation's DefinitionSubstitutions would.
+
+    Only ``${Name}`` placeholders are replaced (``$$.Task.Token`` and ``$.x`` stay as they
+    are). An unknown placeholder or a result that is not JSON raises ``ValueError``.
+    """
+    if not 0 < heartbeat_seconds < task_timeout_seconds:
+        raise ValueError("need 0 < heartbeat_seconds < task_timeout_seconds")
+    values = {
+        # Inside a JSON string: escape as JSON would.
+        "ExportJobsQueueUrl": json.dumps(queue_url)[1:-1],
+        "TaskTimeoutSeconds": str(int(task_timeout_seconds)),
+        "HeartbeatSeconds": str(int(heartbeat_seconds)),
+    }
+    template = (path or STATE_MACHINE_TEMPLATE).read_text(encoding="utf-8")
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in values:
+            raise ValueError(f"unknown placeholder ${{{name}}} in state machine template")
+        return values[name]
+
+    rendered = _PLACEHOLDER.sub(substitute, template)
+    try:
+        json.loads(rendered)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"rendered state machine is not valid JSON: {exc}") from exc
+    return rendered
+
+
+def provision(
+    endpoint_url: str,
+    region: str = "us-east-1",
+    *,
+    name_prefix: str = "",
+    task_timeout_seconds: int = 3600,
+    heartbeat_seconds: int = 300,
+) -> Resources:
+    """Create (or bring up to date) every resource; returns their names, URLs and ARN."""
+    p = name_prefix
+
+    def client(service: str) -> Any:
+        return boto3.client(
+            service,
+            endpoint_url=endpoint_url,
+            region_name=region,
+            config=Config(retries={"mode": "standard", "max_attempts": 5}),
+            **_DUMMY_CREDENTIALS,
+        )
+
+    sqs = client("sqs")
+    export_jobs_url, export_jobs_dlq_url = _queue_with_dlq(sqs, p + EXPORT_JOBS_QUEUE)
+    download_tasks_url, download_tasks_dlq_url = _queue_with_dlq(sqs, p + DOWNLOAD_TASKS_QUEUE)
+
+    dynamodb = client("dynamodb")
+    table_name = p + JOB_TABLE
+    _table(dynamodb, table_name, _job_table_spec())
+    tasks_table_name = p + TASKS_TABLE
+    _table(dynamodb, tasks_table_name, _tasks_table_spec())
+
+    bucket = p + BUCKET
+    _bucket(client("s3"), bucket, region)
+
+    definition = render_state_machine(export_jobs_url, task_timeout_seconds, heartbeat_seconds)
+    state_machine_arn = _state_machine(client("stepfunctions"), p + STATE_MACHINE, definition)
+
+    return Resources(
+        export_jobs_url=export_jobs_url,
+        export_jobs_dlq_url=export_jobs_dlq_url,
+        download_tasks_url=download_tasks_url,
+        download_tasks_dlq_url=download_tasks_dlq_url,
+        table_name=table_name,
+        tasks_table_name=tasks_table_name,
+        bucket=bucket,
+        state_machine_arn=state_machine_arn,
+    )
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _queue(sqs: Any, name: str, attributes: dict[str, str]) -> str:
+    try:
+        return str(sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"])
+    except ClientError as exc:
+        # Exists with other attributes: bring it up to date.
+        if _error_code(exc) not in {"QueueAlreadyExists", "QueueNameExists"}:
+            raise
+        url = str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
+        sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
+        return url
+
+
+def _queue_with_dlq(sqs: Any, name: str) -> tuple[str, str]:
+    dlq_url = _queue(sqs, name + DLQ_SUFFIX, {"MessageRetentionPeriod": str(DLQ_RETENTION_SECONDS)})
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    url = _queue(
+        sqs,
+        name,
+        {
+            "VisibilityTimeout": str(QUEUE_VISIBILITY_TIMEOUT_SECONDS),
+            "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": DLQ_MAX_RECEIVE_COUNT}
+            ),
+        },
+    )
+    return url, dlq_url
+
+
+def _job_table_spec() -> dict[str, Any]:
+    def index(name: str, hash_key: str) -> dict[str, Any]:
+        return {
+            "IndexName": name,
+            "KeySchema": [
+                {"AttributeName": hash_key, "KeyType": "HASH"},
+                {"AttributeName": INDEX_RANGE_KEY, "KeyType": "RANGE"},
+            ],
+            "Projection": {"ProjectionType": "ALL"},
+        }
+
+    return {
+        "AttributeDefinitions": [
+            {"AttributeName": name, "AttributeType": "S"}
+            for name in (JOB_TABLE_HASH_KEY, "status", "userId", INDEX_RANGE_KEY)
+        ],
+        "KeySchema": [{"AttributeName": JOB_TABLE_HASH_KEY, "KeyType": "HASH"}],
+        "GlobalSecondaryIndexes": [
+            index(STATUS_INDEX, "status"),
+            index(USER_ID_INDEX, "userId"),
+        ],
+    }
+
+
+def _tasks_table_spec() -> dict[str, Any]:
+    return {
+        "AttributeDefinitions": [
+            {"AttributeName": TASKS_TABLE_HASH_KEY, "AttributeType": "S"},
+            {"AttributeName": TASKS_TABLE_RANGE_KEY, "AttributeType": "S"},
+        ],
+        "KeySchema": [
+            {"AttributeName": TASKS_TABLE_HASH_KEY, "KeyType": "HASH"},
+            {"AttributeName": TASKS_TABLE_RANGE_KEY, "KeyType": "RANGE"},
+        ],
+    }
+
+
+def _table(dynamodb: Any, name: str, spec: dict[str, Any]) -> None:
+    try:
+        dynamodb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST", **spec)
+    except ClientError as exc:
+        if _error_code(exc) != "ResourceInUseException":
+            raise
+    dynamodb.get_waiter("table_exists").wait(
+        TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+    )
+    ttl = dynamodb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+    if ttl.get("TimeToLiveStatus") not in {"ENABLED", "ENABLING"}:
+        dynamodb.update_time_to_live(
+            TableName=name,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
+        )
+
+
+def _bucket(s3: Any, name: str, region: str) -> None:
+    kwargs: dict[str, Any] = {"Bucket": name}
+    if region != "us-east-1":
+        kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    try:
+        s3.create_bucket(**kwargs)
+    except ClientError as exc:
+        if _error_code(exc) not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+            raise
+    s3.put_public_access_block(
+        Bucket=name,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        },
+    )
+    s3.put_bucket_encryption(
+        Bucket=name,
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+        },
+    )
+
+
+def _state_machine(sfn: Any, name: str, definition: str) -> str:
+    for page in sfn.get_paginator("list_state_machines").paginate():
+        for machine in page["stateMachines"]:
+            if machine["name"] == name:
+                arn = str(machine["stateMachineArn"])
+                sfn.update_state_machine(
+                    stateMachineArn=arn, definition=definition, roleArn=STATE_MACHINE_ROLE_ARN
+                )
+                return arn
+    created = sfn.create_state_machine(
+        name=name, definition=definition, roleArn=STATE_MACHINE_ROLE_ARN, type="STANDARD"
+    )
+    return str(created["stateMachineArn"])

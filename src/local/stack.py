@@ -1,0 +1,81 @@
+"""EmbeddedStack: emulator + provisioned resources + sandbox Export API, in one process.
+
+Used by `serve --embedded`, `demo`, the tests and the benchmarks. Never by production."""
+
+from __future__ import annotations
+
+import os
+from types import TracebackType
+
+from src.local.emulator import EmbeddedAws
+from src.local.provision import Resources, provision
+from src.local.sandbox import SandboxExportApi
+
+# Settings that make the embedded default quick to watch; explicit env vars still win.
+EMBEDDED_DEFAULTS = {
+    "POLLING_INTERVAL_MS": "500",
+    "SQS_WAIT_TIME_SECONDS": "2",
+    "EXPORT_API_TIMEOUT": "5000",
+}
+
+
+class EmbeddedStack:
+    def __init__(
+        self,
+        *,
+        name_prefix: str = "",
+        task_timeout_seconds: int = 3600,
+        heartbeat_seconds: int = 300,
+    ) -> None:
+        self.aws = EmbeddedAws()
+        self.sandbox = SandboxExportApi()
+        self._prefix = name_prefix
+        self._task_timeout = task_timeout_seconds
+        self._heartbeat = heartbeat_seconds
+        self.resources: Resources | None = None
+
+    def start(self) -> EmbeddedStack:
+        self.aws.start()
+        self.sandbox.start()
+        self.resources = provision(
+            self.aws.endpoint_url,
+            name_prefix=self._prefix,
+            task_timeout_seconds=self._task_timeout,
+            heartbeat_seconds=self._heartbeat,
+        )
+        return self
+
+    def stop(self) -> None:
+        self.sandbox.stop()
+        self.aws.stop()
+
+    def env(self) -> dict[str, str]:
+        """Environment for a service (in this process or a child) using this stack."""
+        assert self.resources is not None, "start() first"
+        return {
+            **EMBEDDED_DEFAULTS,
+            **self.resources.as_env(),
+            "AWS_ENDPOINT": self.aws.endpoint_url,
+            "AWS_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "embedded",
+            "AWS_SECRET_ACCESS_KEY": "embedded",
+            "EXPORT_API_BASE_URL": self.sandbox.base_url,
+        }
+
+    def apply_env(self) -> None:
+        """Export env() into this process, keeping values the user set explicitly."""
+        for key, value in self.env().items():
+            if key in EMBEDDED_DEFAULTS and key in os.environ:
+                continue
+            os.environ[key] = value
+
+    def __enter__(self) -> EmbeddedStack:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

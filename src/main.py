@@ -1,0 +1,90 @@
+"""The `export-service` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+import structlog
+import typer
+
+from src.container import Container
+from src.infrastructure.log_setup import configure_logging
+from src.processing.service import Service
+
+app = typer.Typer(add_completion=False, help="Export service for AWS Step Functions workflows.")
+log = structlog.get_logger("main")
+
+
+@app.command()
+def serve(
+    embedded: bool = typer.Option(
+        False, help="Start the in-process AWS emulator and sandbox Export API first (local use)."
+    ),
+    demo: bool = typer.Option(False, help="With --embedded: start the demo executions."),
+) -> None:
+    """Run the consumers and the admin API until SIGTERM/SIGINT."""
+    if demo and not embedded:
+        raise typer.BadParameter("--demo needs --embedded")
+    asyncio.run(_run(embedded=embedded, demo=demo, exit_after_demo=False))
+
+
+@app.command("demo")
+def demo_command() -> None:
+    """Embedded stack + service + demo executions; exit 0 only if all ended as expected."""
+    code = asyncio.run(_run(embedded=True, demo=True, exit_after_demo=True))
+    raise typer.Exit(code)
+
+
+async def _run(*, embedded: bool, demo: bool, exit_after_demo: bool) -> int:
+    configure_logging(os.environ.get("LOG_LEVEL", "info"))
+    stack = None
+    if embedded:
+        from src.local.stack import EmbeddedStack  # only here: production never loads it
+
+        log.warning(
+            "EMBEDDED MODE: in-process AWS emulator and sandbox Export API, not for production"
+        )
+        stack = EmbeddedStack().start()
+        stack.apply_env()
+    elif not os.environ.get("AWS_ENDPOINT"):
+        log.info("no AWS_ENDPOINT: using AWS through the standard credential chain")
+    container = Container()
+    await container.init_resources()  # type: ignore[misc]
+    outcome = {"code": 0}
+    try:
+        consumer = await container.export_job_consumer()  # type: ignore[misc]
+        settings = container.settings()
+        service = Service([consumer], port=settings.port)
+        demo_task = None
+        if demo:
+            demo_task = asyncio.create_task(_demo(service, outcome, exit_after_demo))
+        await service.run()
+        if demo_task is not None and not demo_task.done():
+            demo_task.cancel()
+    finally:
+        await container.shutdown_resources()  # type: ignore[misc]
+        if stack is not None:
+            stack.stop()
+    return outcome["code"]
+
+
+async def _demo(service: Service, outcome: dict[str, int], exit_after: bool) -> None:
+    from src.local.demo import run_demo
+
+    results = await asyncio.to_thread(run_demo, dict(os.environ))
+    print("\n=== demo executions ===", file=sys.stderr)
+    for result in results:
+        print(result.line(), file=sys.stderr)
+    outcome["code"] = 0 if all(r.as_expected for r in results) else 1
+    print(
+        f"=== {'all as expected' if outcome['code'] == 0 else 'NOT as expected'} ===\n",
+        file=sys.stderr,
+    )
+    if exit_after:
+        service.request_stop("demo finished")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,131 @@
+"""SqsConsumer: the receive loop every queue consumer shares."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+import structlog
+
+from src.application.ports.message_queue import MessageQueue, QueueMessage
+
+log = structlog.get_logger(__name__)
+
+
+class Ack(Enum):
+    DELETE = "delete"  # done (or a duplicate): remove from the queue
+    RETRY = "retry"  # leave it: it comes back after the visibility timeout
+    REJECT = "reject"  # can never succeed: to the DLQ with a reason
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    ack: Ack
+    reason: str = ""
+
+
+Handler = Callable[[QueueMessage], Awaitable[Outcome]]
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerSettings:
+    max_messages: int = 10
+    wait_seconds: int = 20
+    visibility_timeout: int = 900
+    concurrency: int = 10
+    error_backoff_seconds: float = 1.0
+
+
+class SqsConsumer:
+    """Long-polls in batches of up to 10, runs up to `concurrency` messages at once
+    (independent of the batch size), keeps each in-flight message invisible while it is
+    worked on, and on stop finishes what it has before returning."""
+
+    def __init__(
+        self, name: str, queue: MessageQueue, handler: Handler, settings: ConsumerSettings
+    ) -> None:
+        self.name = name
+        self._queue = queue
+        self._handler = handler
+        self._settings = settings
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("consumer started", consumer=self.name)
+        while not stop.is_set():
+            await self._slots.acquire()  # room for at least one more message
+            free = 1 + self._free_slots()
+            self._slots.release()
+            try:
+                wanted = min(self._settings.max_messages, free)
+                messages = await self._queue.receive(wanted, self._settings.wait_seconds)
+            except Exception as err:  # never let the loop die on a transient error
+                log.error("receive failed", consumer=self.name, error=type(err).__name__)
+                await asyncio.sleep(self._settings.error_backoff_seconds)
+                continue
+            if stop.is_set():  # received while stopping: hand them straight back
+                await self._release(messages)
+                break
+            for message in messages:
+                await self._slots.acquire()
+                task = asyncio.create_task(self._process(message))
+                self._in_flight.add(task)
+                task.add_done_callback(self._in_flight.discard)
+        await self.drain()
+        log.info("consumer stopped", consumer=self.name)
+
+    async def drain(self) -> None:
+        if self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+
+    async def _release(self, messages: Sequence[QueueMessage]) -> None:
+        for message in messages:
+            try:
+                await self._queue.change_visibility(message, 0)
+            except Exception as err:
+                log.warning("release failed", error=type(err).__name__)
+
+    def _free_slots(self) -> int:
+        return self._slots._value
+
+    async def _process(self, message: QueueMessage) -> None:
+        keeper = asyncio.create_task(self._keep_invisible(message))
+        try:
+            with structlog.contextvars.bound_contextvars(message_id=message.message_id):
+                outcome = await self._handle(message)
+                await self._settle(message, outcome)
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+            self._slots.release()
+
+    async def _handle(self, message: QueueMessage) -> Outcome:
+        try:
+            return await self._handler(message)
+        except Exception:
+            log.exception("message handling failed; it will be retried", consumer=self.name)
+            return Outcome(Ack.RETRY, "handler error")
+
+    async def _settle(self, message: QueueMessage, outcome: Outcome) -> None:
+        try:
+            if outcome.ack is Ack.DELETE:
+                await self._queue.delete([message])
+            elif outcome.ack is Ack.REJECT:
+                await self._queue.reject(message, outcome.reason)
+        except Exception as err:
+            log.error("acknowledgement failed", consumer=self.name, error=type(err).__name__)
+
+    async def _keep_invisible(self, message: QueueMessage) -> None:
+        """Extend the visibility timeout while the message is in progress."""
+        timeout = self._settings.visibility_timeout
+        while True:
+            await asyncio.sleep(max(1.0, timeout / 3))
+            try:
+                await self._queue.change_visibility(message, timeout)
+            except Exception as err:
+                log.warning("visibility extension failed", error=type(err).__name__)

@@ -1,0 +1,72 @@
+"""What arrives on the export-jobs queue, validated at the edge (the external contract)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
+
+from src.application.commands import StartExportJobCommand
+from src.domain.task_token import TaskToken
+
+# Hyphenated UUID, any case, any version; stored exactly as sent (it is the table key).
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_PRINTABLE = re.compile(r"^[^\x00-\x1f\x7f]+$")
+_TOKEN = re.compile(r"^[\x21-\x7e]+$")  # visible ASCII, no whitespace
+MAX_ID_CHARS = 256
+MAX_TOKEN_CHARS = 1024  # Step Functions' limit
+
+
+class ExportJobMessage(BaseModel):
+    """`{jobId, exportId, userId, metadata?, taskToken?, callbackUrl?}`; unknown fields ignored."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    job_id: StrictStr = Field(alias="jobId")
+    export_id: StrictStr = Field(alias="exportId", min_length=1, max_length=MAX_ID_CHARS)
+    user_id: StrictStr = Field(alias="userId", min_length=1, max_length=MAX_ID_CHARS)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    task_token: StrictStr | None = Field(None, alias="taskToken", max_length=MAX_TOKEN_CHARS)
+    callback_url: Any = Field(None, alias="callbackUrl")  # accepted and ignored
+
+    @field_validator("job_id")
+    @classmethod
+    def _uuid(cls, value: str) -> str:
+        if not _UUID.match(value):
+            raise ValueError("jobId must be a hyphenated UUID")
+        return value
+
+    @field_validator("export_id", "user_id")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if not _PRINTABLE.match(value):
+            raise ValueError("must not contain control characters")
+        return value
+
+    @field_validator("task_token")
+    @classmethod
+    def _token(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None  # an empty string means "no token"
+        if not _TOKEN.match(value):
+            raise ValueError("taskToken must be visible ASCII without whitespace")
+        return value
+
+    def to_command(self) -> StartExportJobCommand:
+        return StartExportJobCommand(
+            job_id=self.job_id,
+            export_id=self.export_id,
+            user_id=self.user_id,
+            metadata=self.metadata,
+            task_token=TaskToken(self.task_token) if self.task_token else None,
+        )
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    """Field and problem only: never the input values, which may hold a task token."""
+    parts = []
+    for e in err.errors(include_url=False, include_input=False)[:5]:
+        where = ".".join(str(p) for p in e["loc"]) or "body"
+        parts.append(f"{where}: {e['msg']}")
+    return "; ".join(parts)

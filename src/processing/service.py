@@ -1,0 +1,68 @@
+"""Runs the driving side together: consumers and the admin API, until asked to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Sequence
+
+import structlog
+import uvicorn
+
+from src.processing.api.app import create_app
+from src.processing.consumers.loop import SqsConsumer
+
+log = structlog.get_logger(__name__)
+
+
+class Service:
+    """SIGTERM/SIGINT stop the consumers from receiving; in-flight work gets
+    `grace_seconds` to finish; then the process returns."""
+
+    def __init__(
+        self,
+        consumers: Sequence[SqsConsumer],
+        *,
+        host: str = "0.0.0.0",
+        port: int = 3000,
+        grace_seconds: float = 30.0,
+    ) -> None:
+        self._consumers = consumers
+        self._host = host
+        self._port = port
+        self._grace = grace_seconds
+        self.stop_event = asyncio.Event()
+        self._ready = False
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop, sig.name)
+        config = uvicorn.Config(
+            create_app(lambda: self._ready),
+            host=self._host,
+            port=self._port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+        )
+        server = uvicorn.Server(config)
+        api = asyncio.create_task(server._serve())
+        workers = [asyncio.create_task(c.run(self.stop_event)) for c in self._consumers]
+        self._ready = True
+        log.info("service started", port=self._port, consumers=[c.name for c in self._consumers])
+        await self.stop_event.wait()
+        self._ready = False
+        _done, pending = await asyncio.wait(workers, timeout=self._grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning("grace period over; unfinished work left to redelivery")
+        server.should_exit = True
+        await api
+        log.info("service stopped")
+
+    def request_stop(self, reason: str = "requested") -> None:
+        if not self.stop_event.is_set():
+            log.info("stopping", reason=reason)
+            self.stop_event.set()
