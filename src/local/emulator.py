@@ -11,6 +11,10 @@ Fidelity fixes and test hooks live in :class:`_Middleware`, wrapped around moto'
 * Every request is counted by operation (``calls``), and an optional fault predicate can
   answer JSON-protocol requests with a ``ThrottlingException`` (``set_fault``).
 
+Two moto Step Functions gaps are patched in place (see ``_patch_moto``): ``SendTaskFailure``
+lost its cause, and a token of an ended execution answered ``InvalidToken`` where AWS answers
+``TaskTimedOut``.
+
 moto's Step Functions interpreter calls SQS (``sqs:sendMessage.waitForTaskToken``) through
 ``http://localhost:$MOTO_PORT``, so ``start`` sets ``MOTO_PORT``: one running emulator per
 process (moto's backends are process-global anyway).

@@ -49,12 +49,18 @@ class EmbeddedStack:
         self.sandbox.stop()
         self.aws.stop()
 
-    def env(self) -> dict[str, str]:
+    def provision(self, name_prefix: str, **options: int) -> Resources:
+        """Another isolated set of queues, tables, bucket and state machine in the same
+        emulator (tests use one per module so services never share queues)."""
+        return provision(self.aws.endpoint_url, name_prefix=name_prefix, **options)
+
+    def env(self, resources: Resources | None = None) -> dict[str, str]:
         """Environment for a service (in this process or a child) using this stack."""
-        assert self.resources is not None, "start() first"
+        resources = resources or self.resources
+        assert resources is not None, "start() first"
         return {
             **EMBEDDED_DEFAULTS,
-            **self.resources.as_env(),
+            **resources.as_env(),
             "AWS_ENDPOINT": self.aws.endpoint_url,
             "AWS_REGION": "us-east-1",
             "AWS_ACCESS_KEY_ID": "embedded",

@@ -1,0 +1,157 @@
+"""In-memory fakes of the application ports. Each keeps the same promise as its adapter."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from src.application.ports.export_api import ExportStatus
+from src.application.ports.file_transfer import TransferFailed, TransferResult
+from src.application.ports.job_repository import ConditionFailed
+from src.application.ports.workflow_callbacks import CallbackError
+from src.domain.events import DomainEvent
+from src.domain.export_job import ExportJob
+from src.domain.task_token import TaskToken
+
+T0 = datetime(2024, 5, 1, 12, 0, 0, 123000, tzinfo=UTC)
+
+
+class InMemoryJobs:  # implements JobRepository
+    """Like DynamoDbJobRepository: create is a conditional put, save is a conditional
+    update on `version`. Every call yields to the event loop first, so concurrent callers
+    interleave the way two replicas would; the check and the write never do."""
+
+    def __init__(self, jobs: Iterable[ExportJob] = ()) -> None:
+        self.items: dict[str, ExportJob] = {job.job_id: job for job in jobs}
+        self.saves = 0
+
+    async def create(self, job: ExportJob) -> bool:
+        await asyncio.sleep(0)
+        if job.job_id in self.items:
+            return False
+        self.items[job.job_id] = job
+        return True
+
+    async def get(self, job_id: str) -> ExportJob | None:
+        await asyncio.sleep(0)
+        return self.items.get(job_id)
+
+    async def save(self, job: ExportJob) -> ExportJob:
+        await asyncio.sleep(0)
+        stored = self.items.get(job.job_id)
+        if stored is None or stored.version != job.version:
+            raise ConditionFailed(job.job_id)
+        if stored.is_terminal and job.status is not stored.status:
+            raise ConditionFailed(job.job_id)
+        saved = replace(job, version=job.version + 1)
+        self.items[job.job_id] = saved
+        self.saves += 1
+        return saved
+
+
+class FakeCallbacks:  # implements WorkflowCallbacks
+    """Records every answer with the revealed token; `fail_for` makes a token's calls raise."""
+
+    def __init__(self) -> None:
+        self.successes: list[tuple[str, Mapping[str, object]]] = []
+        self.failures: list[tuple[str, str, str]] = []
+        self.heartbeats: list[str] = []
+        self._errors: dict[str, CallbackError] = {}
+
+    def fail_for(self, token: str, error: CallbackError) -> None:
+        self._errors[token] = error
+
+    @property
+    def calls(self) -> int:
+        return len(self.successes) + len(self.failures)
+
+    def _check(self, token: TaskToken) -> str:
+        raw = token.reveal()
+        if raw in self._errors:
+            raise self._errors[raw]
+        return raw
+
+    async def send_success(self, token: TaskToken, output: Mapping[str, object]) -> None:
+        self.successes.append((self._check(token), dict(output)))
+
+    async def send_failure(self, token: TaskToken, error: str, cause: str) -> None:
+        self.failures.append((self._check(token), error, cause))
+
+    async def send_heartbeat(self, token: TaskToken) -> None:
+        self.heartbeats.append(self._check(token))
+
+
+class RecordingEvents:  # implements EventPublisher
+    def __init__(self) -> None:
+        self.events: list[DomainEvent] = []
+
+    @property
+    def names(self) -> list[str]:
+        return [event.name for event in self.events]
+
+    async def publish(self, event: DomainEvent) -> None:
+        self.events.append(event)
+
+
+class FixedClock:  # implements Clock
+    """Time stands still unless set or slept; sleeping advances it instantly."""
+
+    def __init__(self, now: datetime = T0) -> None:
+        self.current = now
+        self.sleeps: list[float] = []
+
+    def now(self) -> datetime:
+        return self.current
+
+    def advance(self, seconds: float) -> None:
+        self.current += timedelta(seconds=seconds)
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.advance(seconds)
+        await asyncio.sleep(0)
+
+
+class FakeExportApi:  # implements ExportApi
+    """Plays a script per export id: each call takes the next ExportStatus (or raises the
+    next exception); the last entry repeats forever."""
+
+    def __init__(self, scripts: Mapping[str, Sequence[ExportStatus | Exception]]) -> None:
+        self._scripts = {export_id: list(steps) for export_id, steps in scripts.items()}
+        self.calls: list[str] = []
+
+    async def get_export(self, export_id: str) -> ExportStatus:
+        self.calls.append(export_id)
+        steps = self._scripts[export_id]
+        step = steps.pop(0) if len(steps) > 1 else steps[0]
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+
+class FakeTransfer:  # implements FileTransfer
+    """Succeeds for every URL except those in `failing`; records (url, key) per call."""
+
+    def __init__(self, failing: Iterable[str] = ()) -> None:
+        self.failing = set(failing)
+        self.calls: list[tuple[str, str]] = []
+
+    @property
+    def keys(self) -> list[str]:
+        return [key for _url, key in self.calls]
+
+    async def transfer(
+        self,
+        url: str,
+        key: str,
+        *,
+        expected_size: int | None = None,
+        expected_sha256: str | None = None,
+    ) -> TransferResult:
+        self.calls.append((url, key))
+        await asyncio.sleep(0)
+        if url in self.failing:
+            raise TransferFailed(f"HTTP 404 for file {len(self.calls)}")
+        return TransferResult(key=key, bytes=expected_size or 0, sha256="0" * 64)

@@ -1,0 +1,298 @@
+"""The embedded AWS emulator, the provisioning and the export-job state machine on moto."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from src.local.emulator import EmbeddedAws
+from src.local.provision import (
+    STATE_MACHINE_TEMPLATE,
+    Resources,
+    provision,
+    render_state_machine,
+)
+
+REGION = "us-east-1"
+FAILURE_CAUSE = "Job completed with 3 failed tasks out of 10 total"
+
+
+@pytest.fixture(scope="module")
+def aws() -> Iterator[EmbeddedAws]:
+    with EmbeddedAws() as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="module")
+def prefix() -> str:
+    return f"t{uuid.uuid4().hex[:8]}-"
+
+
+@pytest.fixture(scope="module")
+def resources(aws: EmbeddedAws, prefix: str) -> Resources:
+    return provision(aws.endpoint_url, REGION, name_prefix=prefix)
+
+
+def client(aws: EmbeddedAws, service: str) -> Any:
+    return boto3.client(
+        service,
+        endpoint_url=aws.endpoint_url,
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(
+            max_pool_connections=32, retries={"mode": "standard", "total_max_attempts": 1}
+        ),
+    )
+
+
+def start(aws: EmbeddedAws, state_machine_arn: str, job: dict[str, Any]) -> str:
+    sfn = client(aws, "stepfunctions")
+    return str(
+        sfn.start_execution(
+            stateMachineArn=state_machine_arn, name=uuid.uuid4().hex, input=json.dumps(job)
+        )["executionArn"]
+    )
+
+
+def receive_job(aws: EmbeddedAws, queue_url: str, job_id: str) -> dict[str, Any]:
+    """The export-jobs message for job_id (other messages are left alone)."""
+    sqs = client(aws, "sqs")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        response = sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1, VisibilityTimeout=0
+        )
+        for message in response.get("Messages", []):
+            body = json.loads(message["Body"])
+            if body.get("jobId") == job_id:
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+                return dict(body)
+    raise AssertionError(f"no export-jobs message for {job_id}")
+
+
+def wait_done(aws: EmbeddedAws, execution_arn: str, timeout: float = 10) -> dict[str, Any]:
+    sfn = client(aws, "stepfunctions")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        described = sfn.describe_execution(executionArn=execution_arn)
+        if described["status"] != "RUNNING":
+            return dict(described)
+        time.sleep(0.05)
+    raise AssertionError(f"execution still running after {timeout}s")
+
+
+def entered_states(aws: EmbeddedAws, execution_arn: str) -> list[str]:
+    sfn = client(aws, "stepfunctions")
+    events = sfn.get_execution_history(executionArn=execution_arn, maxResults=1000)["events"]
+    return [
+        event["stateEnteredEventDetails"]["name"]
+        for event in events
+        if "stateEnteredEventDetails" in event
+    ]
+
+
+def new_job(**extra: Any) -> dict[str, Any]:
+    return {"jobId": str(uuid.uuid4()), "exportId": "exp-1", "userId": "user-1", **extra}
+
+
+def test_dynamodb_item_writes_are_serialised(aws: EmbeddedAws, resources: Resources) -> None:
+    # Without the emulator's DynamoDB lock this lost increments (499 of 500 seen on moto
+    # 5.2.5): moto does not lock its backend. Real DynamoDB applies each write atomically.
+    ddb = client(aws, "dynamodb")
+    key = {"jobId": {"S": str(uuid.uuid4())}}
+
+    def add(_: int) -> None:
+        for _ in range(25):
+            ddb.update_item(
+                TableName=resources.table_name,
+                Key=key,
+                UpdateExpression="ADD c :one",
+                ExpressionAttributeValues={":one": {"N": "1"}},
+            )
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        list(pool.map(add, range(20)))
+
+    item = ddb.get_item(TableName=resources.table_name, Key=key, ConsistentRead=True)["Item"]
+    assert item["c"] == {"N": "500"}
+
+
+def test_provision_is_idempotent_and_complete(
+    aws: EmbeddedAws, prefix: str, resources: Resources
+) -> None:
+    assert provision(aws.endpoint_url, REGION, name_prefix=prefix) == resources
+    assert resources.table_name == f"{prefix}export-job-state"
+    assert resources.as_env()["STATE_MACHINE_ARN"] == resources.state_machine_arn
+
+    ddb = client(aws, "dynamodb")
+    table = ddb.describe_table(TableName=resources.table_name)["Table"]
+    assert {index["IndexName"] for index in table["GlobalSecondaryIndexes"]} == {
+        "status-index",
+        "userId-index",
+    }
+    ttl = ddb.describe_time_to_live(TableName=resources.tasks_table_name)
+    assert ttl["TimeToLiveDescription"]["AttributeName"] == "ttl"
+
+    sqs = client(aws, "sqs")
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=resources.export_jobs_url, AttributeNames=["All"]
+    )["Attributes"]
+    assert attributes["VisibilityTimeout"] == "900"
+    redrive = json.loads(attributes["RedrivePolicy"])
+    assert redrive["deadLetterTargetArn"].endswith(f"{prefix}export-jobs-dlq")
+    assert int(redrive["maxReceiveCount"]) == 3
+
+
+def test_state_machine_template_renders_valid_json() -> None:
+    assert "${ExportJobsQueueUrl}" in STATE_MACHINE_TEMPLATE.read_text()
+    rendered = render_state_machine("https://sqs.example/1/q", 120, 30)
+    definition = json.loads(rendered)
+
+    task = definition["States"]["RunExport"]
+    assert task["Resource"] == "arn:aws:states:::sqs:sendMessage.waitForTaskToken"
+    assert task["Parameters"]["QueueUrl"] == "https://sqs.example/1/q"
+    assert task["Parameters"]["MessageBody"]["taskToken.$"] == "$$.Task.Token"
+    assert (task["TimeoutSeconds"], task["HeartbeatSeconds"]) == (120, 30)
+    targets = {error: c["Next"] for c in task["Catch"] for error in c["ErrorEquals"]}
+    assert targets["JobCompletedWithFailures"] == "ExportCompletedWithFailures"
+    assert targets["ProcessingError"] == "ExportFailed"
+    assert targets["States.Timeout"] == targets["States.HeartbeatTimeout"] == "CallbackTimedOut"
+    with pytest.raises(ValueError):
+        render_state_machine("q", task_timeout_seconds=10, heartbeat_seconds=10)
+
+
+def test_execution_sends_the_job_with_default_metadata_and_a_token(
+    aws: EmbeddedAws, resources: Resources
+) -> None:
+    without = new_job()
+    with_metadata = new_job(metadata={"source": "ui", "tags": [1, 2]})
+    start(aws, resources.state_machine_arn, without)
+    start(aws, resources.state_machine_arn, with_metadata)
+
+    body = receive_job(aws, resources.export_jobs_url, without["jobId"])
+    token = body.pop("taskToken")
+    assert isinstance(token, str) and token
+    assert body == {**without, "metadata": {}}
+
+    body = receive_job(aws, resources.export_jobs_url, with_metadata["jobId"])
+    assert body["metadata"] == {"source": "ui", "tags": [1, 2]}
+    assert set(body) == {"jobId", "exportId", "userId", "metadata", "taskToken"}
+
+
+def test_task_success_output_is_the_execution_output(
+    aws: EmbeddedAws, resources: Resources
+) -> None:
+    job = new_job()
+    execution_arn = start(aws, resources.state_machine_arn, job)
+    token = receive_job(aws, resources.export_jobs_url, job["jobId"])["taskToken"]
+    before = aws.calls("SendTaskSuccess")
+
+    sfn = client(aws, "stepfunctions")
+    sfn.send_task_heartbeat(taskToken=token)
+    sfn.send_task_success(taskToken=token, output='{"a":1}')
+
+    done = wait_done(aws, execution_arn)
+    assert done["status"] == "SUCCEEDED"
+    assert json.loads(done["output"]) == {"a": 1}
+    assert aws.calls("SendTaskSuccess") == before + 1
+    assert aws.calls("AWSStepFunctions.SendTaskSuccess") >= 1
+
+    # AWS answers TaskTimedOut for a token whose task is over; a bogus token is invalid.
+    with pytest.raises(ClientError) as ended:
+        sfn.send_task_heartbeat(taskToken=token)
+    assert ended.value.response["Error"]["Code"] == "TaskTimedOut"
+    with pytest.raises(ClientError) as bogus:
+        sfn.send_task_heartbeat(taskToken=str(uuid.uuid4()))
+    assert bogus.value.response["Error"]["Code"] == "InvalidToken"
+
+
+def test_task_failure_keeps_error_and_cause(aws: EmbeddedAws, resources: Resources) -> None:
+    job = new_job()
+    execution_arn = start(aws, resources.state_machine_arn, job)
+    token = receive_job(aws, resources.export_jobs_url, job["jobId"])["taskToken"]
+
+    client(aws, "stepfunctions").send_task_failure(
+        taskToken=token, error="JobCompletedWithFailures", cause=FAILURE_CAUSE
+    )
+
+    done = wait_done(aws, execution_arn)
+    assert done["status"] == "FAILED"
+    assert (done["error"], done["cause"]) == ("JobCompletedWithFailures", FAILURE_CAUSE)
+    assert entered_states(aws, execution_arn)[-1] == "ExportCompletedWithFailures"
+
+
+def test_service_errors_end_in_export_failed(aws: EmbeddedAws, resources: Resources) -> None:
+    job = new_job()
+    execution_arn = start(aws, resources.state_machine_arn, job)
+    token = receive_job(aws, resources.export_jobs_url, job["jobId"])["taskToken"]
+
+    client(aws, "stepfunctions").send_task_failure(
+        taskToken=token, error="ExportExpired", cause="Export exp-1 expired"
+    )
+
+    done = wait_done(aws, execution_arn)
+    assert (done["error"], done["cause"]) == ("ExportExpired", "Export exp-1 expired")
+    assert entered_states(aws, execution_arn)[-1] == "ExportFailed"
+
+
+def test_missed_heartbeat_ends_in_callback_timed_out(aws: EmbeddedAws) -> None:
+    short = provision(
+        aws.endpoint_url,
+        REGION,
+        name_prefix=f"t{uuid.uuid4().hex[:8]}-hb-",
+        task_timeout_seconds=5,
+        heartbeat_seconds=1,
+    )
+    job = new_job()
+    execution_arn = start(aws, short.state_machine_arn, job)
+    token = receive_job(aws, short.export_jobs_url, job["jobId"])["taskToken"]
+
+    done = wait_done(aws, execution_arn)
+    assert done["status"] == "FAILED"
+    assert done["error"] == "CallbackTimedOut"
+    # moto raises States.Timeout for a missed heartbeat; AWS says States.HeartbeatTimeout.
+    assert done["cause"].split(":")[0] in {"States.Timeout", "States.HeartbeatTimeout"}
+    assert entered_states(aws, execution_arn)[-1] == "CallbackTimedOut"
+    with pytest.raises(ClientError) as late:
+        client(aws, "stepfunctions").send_task_heartbeat(taskToken=token)
+    assert late.value.response["Error"]["Code"] == "TaskTimedOut"
+
+
+def test_fault_hook_answers_throttling(aws: EmbeddedAws, resources: Resources) -> None:
+    ddb = client(aws, "dynamodb")
+    item = {"jobId": {"S": str(uuid.uuid4())}}
+    faults_before, puts_before = aws.faults, aws.calls("PutItem")
+    aws.set_fault(lambda operation: operation == "PutItem")
+    try:
+        with pytest.raises(ClientError) as throttled:
+            ddb.put_item(TableName=resources.table_name, Item=item)
+        # Other operations pass.
+        ddb.describe_table(TableName=resources.table_name)
+    finally:
+        aws.set_fault(None)
+
+    assert throttled.value.response["Error"]["Code"] == "ThrottlingException"
+    assert throttled.value.response["Error"]["Message"] == "Rate exceeded"
+    assert throttled.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert aws.faults == faults_before + 1
+    assert aws.calls("PutItem") == puts_before + 1
+    ddb.put_item(TableName=resources.table_name, Item=item)
+    assert aws.faults == faults_before + 1
+
+
+def test_reset_calls(aws: EmbeddedAws, resources: Resources) -> None:
+    client(aws, "dynamodb").describe_table(TableName=resources.table_name)
+    assert aws.calls("DescribeTable") >= 1
+    aws.reset_calls()
+    assert aws.calls("DescribeTable") == 0
+    assert aws.faults == 0
