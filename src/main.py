@@ -54,9 +54,15 @@ async def _run(*, embedded: bool, demo: bool, exit_after_demo: bool) -> int:
     await container.init_resources()  # type: ignore[misc]
     outcome = {"code": 0}
     try:
-        consumer = await container.export_job_consumer()  # type: ignore[misc]
+        workers = [
+            await container.export_job_consumer(),  # type: ignore[misc]
+            await container.download_task_consumer(),  # type: ignore[misc]
+            await container.poller(),  # type: ignore[misc]
+        ]
         settings = container.settings()
-        service = Service([consumer], port=settings.port)
+        service = Service(
+            workers, port=settings.port, grace_seconds=settings.shutdown_grace_seconds
+        )
         demo_task = None
         if demo:
             demo_task = asyncio.create_task(_demo(service, outcome, exit_after_demo))

@@ -19,14 +19,24 @@ class StartExportJobCommand:
 
 
 @dataclass(frozen=True, slots=True)
-class RunExportCommand:
-    job_id: str
-
-
-@dataclass(frozen=True, slots=True)
 class CompleteJobCommand:
     """Finish the job: COMPLETED when `failure` is None and every file is counted,
     FAILED with `failure` otherwise; then answer the workflow."""
 
     job_id: str
     failure: JobError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PollDueJobsCommand:
+    """Claim up to `limit` due jobs for `owner` and poll each once."""
+
+    owner: str
+    limit: int = 25
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessFileCommand:
+    job_id: str
+    task_id: str
+    owner: str

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 from src.domain.errors import IllegalTransition, InvalidCounters
 from src.domain.job_status import ALLOWED, CallbackStatus, JobStatus
+from src.domain.polling import PollPolicy, PollState
 from src.domain.task_token import TaskToken
 
 RETENTION = timedelta(days=7)
@@ -45,6 +46,9 @@ class ExportJob:
     completed_at: datetime | None = None
     error: JobError | None = None
     callback: CallbackRecord = CallbackRecord(CallbackStatus.NOT_REQUIRED)
+    poll: PollState | None = None
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
     version: int = 0
 
     @classmethod
@@ -102,16 +106,34 @@ class ExportJob:
     def move_to(self, status: JobStatus, now: datetime) -> ExportJob:
         if status not in ALLOWED[self.status]:
             raise IllegalTransition(self.status, status)
-        ended = now if status.is_terminal else self.completed_at
-        return replace(self, status=status, updated_at=now, completed_at=ended)
+        if status.is_terminal:
+            return replace(
+                self, status=status, updated_at=now, completed_at=now, poll=None
+            ).release()
+        return replace(self, status=status, updated_at=now)
 
-    def start_polling(self, now: datetime) -> ExportJob:
-        return self.move_to(JobStatus.POLLING, now)
+    def start_polling(self, now: datetime, policy: PollPolicy | None = None) -> ExportJob:
+        """POLLING, first poll due now; the schedule lives on the job, not in memory."""
+        moved = self.move_to(JobStatus.POLLING, now)
+        return replace(moved, poll=PollState.start(now, policy or PollPolicy()))
+
+    def polled(self, now: datetime, policy: PollPolicy) -> ExportJob:
+        """One more attempt made: next one backs off; the lease is given back."""
+        assert self.poll is not None, "not polling"
+        state = self.poll.after_attempt(now, policy)
+        return replace(self, poll=state, updated_at=now).release()
+
+    def polling_exhausted(self, now: datetime, policy: PollPolicy) -> bool:
+        return self.poll is not None and self.poll.exhausted(now, policy)
+
+    def release(self) -> ExportJob:
+        return replace(self, lease_owner=None, lease_expires_at=None)
 
     def start_downloading(self, total: int, now: datetime) -> ExportJob:
         if total < 0:
             raise InvalidCounters("total tasks cannot be negative")
-        return replace(self.move_to(JobStatus.DOWNLOADING, now), total_tasks=total)
+        moved = self.move_to(JobStatus.DOWNLOADING, now)
+        return replace(moved, total_tasks=total, poll=None).release()
 
     def record_file(self, *, succeeded: bool, now: datetime) -> ExportJob:
         if self.pending_tasks <= 0:

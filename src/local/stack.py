@@ -49,10 +49,17 @@ class EmbeddedStack:
         self.sandbox.stop()
         self.aws.stop()
 
-    def provision(self, name_prefix: str, **options: int) -> Resources:
+    def provision(
+        self, name_prefix: str, *, task_timeout_seconds: int = 3600, heartbeat_seconds: int = 300
+    ) -> Resources:
         """Another isolated set of queues, tables, bucket and state machine in the same
         emulator (tests use one per module so services never share queues)."""
-        return provision(self.aws.endpoint_url, name_prefix=name_prefix, **options)
+        return provision(
+            self.aws.endpoint_url,
+            name_prefix=name_prefix,
+            task_timeout_seconds=task_timeout_seconds,
+            heartbeat_seconds=heartbeat_seconds,
+        )
 
     def env(self, resources: Resources | None = None) -> dict[str, str]:
         """Environment for a service (in this process or a child) using this stack."""

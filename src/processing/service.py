@@ -5,14 +5,23 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Sequence
+from typing import Protocol
 
 import structlog
 import uvicorn
 
 from src.processing.api.app import create_app
-from src.processing.consumers.loop import SqsConsumer
 
 log = structlog.get_logger(__name__)
+
+
+class Worker(Protocol):
+    """A loop of the driving side (a consumer, the poller) that returns once `stop` is
+    set and its in-flight work is finished or released."""
+
+    name: str
+
+    async def run(self, stop: asyncio.Event) -> None: ...
 
 
 class Service:
@@ -21,7 +30,7 @@ class Service:
 
     def __init__(
         self,
-        consumers: Sequence[SqsConsumer],
+        consumers: Sequence[Worker],
         *,
         host: str = "0.0.0.0",
         port: int = 3000,

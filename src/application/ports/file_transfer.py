@@ -11,16 +11,18 @@ class TransferResult:
     key: str
     bytes: int
     sha256: str
+    attempts: int = 1
 
 
 class TransferFailed(Exception):
     """The file could not be copied. `reason` is safe to log and store: it never holds
     the URL's query string."""
 
-    def __init__(self, reason: str, *, retryable: bool = False) -> None:
+    def __init__(self, reason: str, *, retryable: bool = False, attempts: int = 1) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retryable = retryable
+        self.attempts = attempts
 
 
 class FileTransfer(Protocol):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Protocol
 
 from src.domain.export_job import ExportJob
@@ -25,4 +26,12 @@ class JobRepository(Protocol):
         """Write the job if nobody wrote it since it was read (same version); return it
         with its new version. Raises ConditionFailed otherwise, and when a terminal job
         would be changed into another status."""
+        ...
+
+    async def claim_due_for_polling(
+        self, now: datetime, owner: str, until: datetime, limit: int
+    ) -> list[ExportJob]:
+        """POLLING jobs whose next poll is due and whose lease (if any) has expired,
+        leased to `owner` until `until` with one conditional write each, so exactly one
+        replica polls a job at a time. A dead owner's lease simply runs out."""
         ...

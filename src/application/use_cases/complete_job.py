@@ -19,6 +19,9 @@ from src.domain.job_status import JobStatus
 log = structlog.get_logger(__name__)
 
 
+_MAX_RACES = 5
+
+
 class JobNotFound(Exception):
     pass
 
@@ -41,21 +44,28 @@ class CompleteJob:
     clock: Clock
 
     async def execute(self, command: CompleteJobCommand) -> CompleteResult:
-        job = await self.jobs.get(command.job_id)
-        if job is None:
-            raise JobNotFound(command.job_id)
-        if job.is_terminal:
-            return CompleteResult(job, won=False)
+        for _ in range(_MAX_RACES):
+            job = await self.jobs.get(command.job_id)
+            if job is None:
+                raise JobNotFound(command.job_id)
+            if job.is_terminal:
+                return CompleteResult(job, won=False)
+            if command.failure is None and not job.all_files_done:
+                return CompleteResult(job, won=False)  # the last file's recorder finishes it
+            try:
+                job = await self.jobs.save(self._finished(job, command))
+            except ConditionFailed:
+                continue  # someone wrote first: look again (they may have finished it)
+            return CompleteResult(await self._announce(job), won=True)
+        raise ConditionFailed(f"job {command.job_id} kept changing while completing")
+
+    def _finished(self, job: ExportJob, command: CompleteJobCommand) -> ExportJob:
         now = self.clock.now()
         if command.failure is None:
-            finished = job.complete(now)
-        else:
-            finished = job.fail(command.failure.code, command.failure.message, now)
-        try:
-            job = await self.jobs.save(finished)
-        except ConditionFailed:
-            latest = await self.jobs.get(command.job_id)
-            return CompleteResult(latest or job, won=False)
+            return job.complete(now)
+        return job.fail(command.failure.code, command.failure.message, now)
+
+    async def _announce(self, job: ExportJob) -> ExportJob:
         log.info(
             "job finished",
             status=job.status.value,
@@ -64,10 +74,12 @@ class CompleteJob:
             failed_tasks=job.failed_tasks,
         )
         name = JOB_COMPLETED if job.status is JobStatus.COMPLETED else JOB_FAILED
-        await self.events.publish(DomainEvent(name, job.job_id, now, {"status": job.status}))
+        await self.events.publish(
+            DomainEvent(name, job.job_id, self.clock.now(), {"status": job.status})
+        )
         if job.has_task_token():
             job = await self.answer(job)
-        return CompleteResult(job, won=True)
+        return job
 
     async def answer(self, job: ExportJob) -> ExportJob:
         """Send the workflow its answer and record how it went."""

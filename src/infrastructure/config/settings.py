@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_instance_id() -> str:
+    """Lease owner name: unique per process, readable in the table."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 class Settings(BaseSettings):
@@ -32,14 +41,22 @@ class Settings(BaseSettings):
     # Processing
     max_concurrent_jobs: int = Field(10, ge=1)
     max_file_size_mb: int = Field(1024, ge=1)
-    polling_interval_ms: int = Field(5_000, ge=1)
+    polling_interval_ms: int = Field(5_000, ge=1, description="first interval")
+    polling_max_interval_ms: int = Field(60_000, ge=1, description="backoff cap")
+    polling_timeout_ms: int = Field(3_600_000, ge=1, description="overall deadline")
     max_polling_attempts: int = Field(120, ge=1)
+    poll_lease_seconds: int = Field(60, ge=1)
+    poller_tick_ms: int = Field(1_000, ge=10)
+    poller_batch_size: int = Field(25, ge=1)
     dispatch_batch_size: int = Field(10, ge=1, le=10)
-    download_concurrency: int = Field(4, ge=1)
+    download_concurrency: int = Field(32, ge=1)
     download_timeout_ms: int = Field(300_000, ge=1)
     download_max_attempts: int = Field(3, ge=1)
     s3_multipart_threshold_mb: int = Field(8, ge=5)
     s3_part_size_mb: int = Field(8, ge=5)
+    s3_parts_in_flight: int = Field(2, ge=1)
+    shutdown_grace_seconds: float = Field(30, ge=0)
+    instance_id: str = Field(default_factory=_default_instance_id)
 
     # Admin API and logging
     port: int = 3000
@@ -56,3 +73,8 @@ class Settings(BaseSettings):
     @property
     def download_timeout_seconds(self) -> float:
         return self.download_timeout_ms / 1000
+
+    @property
+    def download_lease_seconds(self) -> float:
+        """How long a worker owns a task: every attempt may use the whole timeout."""
+        return self.download_timeout_seconds * self.download_max_attempts + 30

@@ -6,6 +6,7 @@ from typing import Any
 
 from src.domain.export_job import CallbackRecord, ExportJob, JobError
 from src.domain.job_status import CallbackStatus, JobStatus
+from src.domain.polling import PollState
 from src.domain.task_token import TaskToken
 from src.domain.time import iso_ms, parse_iso
 
@@ -31,8 +32,23 @@ def to_item(job: ExportJob) -> dict[str, Any]:
         "callbackAttempts": job.callback.attempts,
         "callbackError": job.callback.last_error,
         "callbackAt": iso_ms(job.callback.at) if job.callback.at else None,
+        "nextPollAt": iso_ms(job.poll.next_at) if job.poll else None,
+        "pollAttempts": job.poll.attempts if job.poll else None,
+        "pollDeadline": iso_ms(job.poll.deadline) if job.poll else None,
+        "leaseOwner": job.lease_owner,
+        "leaseExpiresAt": iso_ms(job.lease_expires_at) if job.lease_expires_at else None,
         "version": job.version,
     }
+
+
+def _poll_state(item: dict[str, Any]) -> PollState | None:
+    if not item.get("nextPollAt"):
+        return None
+    return PollState(
+        attempts=int(item.get("pollAttempts", 0)),
+        next_at=parse_iso(item["nextPollAt"]),
+        deadline=parse_iso(item["pollDeadline"]),
+    )
 
 
 def from_item(item: dict[str, Any]) -> ExportJob:
@@ -59,5 +75,8 @@ def from_item(item: dict[str, Any]) -> ExportJob:
             last_error=item.get("callbackError"),
             at=parse_iso(callback_at) if callback_at else None,
         ),
+        poll=_poll_state(item),
+        lease_owner=item.get("leaseOwner"),
+        lease_expires_at=parse_iso(item["leaseExpiresAt"]) if item.get("leaseExpiresAt") else None,
         version=int(item.get("version", 0)),
     )

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from src.application.ports.job_repository import ConditionFailed
 from src.domain.export_job import ExportJob
+from src.domain.job_status import JobStatus
+from src.domain.time import iso_ms
 from src.infrastructure.dynamodb import job_mapping
 from src.infrastructure.dynamodb.codec import from_item, to_attr
 
@@ -80,3 +83,39 @@ class DynamoDbJobRepository:  # implements JobRepository
                 raise ConditionFailed(job.job_id) from err
             raise
         return saved
+
+    async def claim_due_for_polling(
+        self, now: datetime, owner: str, until: datetime, limit: int
+    ) -> list[ExportJob]:
+        claimed: list[ExportJob] = []
+        for job in await self._due(now, limit):
+            leased = replace(job, lease_owner=owner, lease_expires_at=until)
+            try:
+                claimed.append(await self.save(leased))
+            except ConditionFailed:
+                continue  # another replica claimed it (or the index was stale)
+        return claimed
+
+    async def _due(self, now: datetime, limit: int) -> list[ExportJob]:
+        """POLLING jobs due now and not leased, from the status index (eventually
+        consistent: the conditional claim is what decides)."""
+        found: list[ExportJob] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": "status-index",
+            "KeyConditionExpression": "#s = :polling",
+            "FilterExpression": "nextPollAt <= :now AND "
+            "(attribute_not_exists(leaseExpiresAt) OR leaseExpiresAt <= :now)",
+            "ExpressionAttributeNames": {"#s": "status"},
+            "ExpressionAttributeValues": {
+                ":polling": {"S": JobStatus.POLLING.value},
+                ":now": {"S": iso_ms(now)},
+            },
+        }
+        while len(found) < limit:
+            response = await self._client.query(**kwargs)
+            found += [job_mapping.from_item(from_item(i)) for i in response.get("Items", [])]
+            if "LastEvaluatedKey" not in response:
+                break
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return found[:limit]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -64,9 +64,16 @@ class AiohttpFileTransfer:  # implements FileTransfer
             retry=retry_if_exception(_retryable),
             reraise=True,
         )
-        async for attempt in retrying:
-            with attempt:
-                return await self._once(url, key, expected_size, expected_sha256)
+        tried = 0
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    tried += 1
+                    result = await self._once(url, key, expected_size, expected_sha256)
+                    return replace(result, attempts=tried)
+        except TransferFailed as err:
+            err.attempts = tried
+            raise
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _once(

@@ -1,13 +1,11 @@
-"""The export-jobs consumer: a message becomes a job, and (for now) runs to its end."""
+"""The export-jobs consumer: a message becomes a job whose polling is scheduled."""
 
 from __future__ import annotations
 
 import structlog
 from pydantic import ValidationError
 
-from src.application.commands import RunExportCommand
 from src.application.ports.message_queue import QueueMessage
-from src.application.use_cases.run_export import RunExport
 from src.application.use_cases.start_export_job import StartExportJob
 from src.processing.consumers.loop import Ack, Outcome
 from src.processing.messages import ExportJobMessage, describe_validation_error
@@ -19,9 +17,8 @@ class ExportJobHandler:
     """Invalid messages never create a job: they are logged with the reason and sent to
     the DLQ. A duplicate of a known job is acknowledged and changes nothing."""
 
-    def __init__(self, start_job: StartExportJob, run_export: RunExport) -> None:
+    def __init__(self, start_job: StartExportJob) -> None:
         self._start_job = start_job
-        self._run_export = run_export
 
     async def __call__(self, message: QueueMessage) -> Outcome:
         try:
@@ -31,7 +28,5 @@ class ExportJobHandler:
             log.warning("invalid export-job message", reason=reason, body_bytes=len(message.body))
             return Outcome(Ack.REJECT, reason)
         with structlog.contextvars.bound_contextvars(job_id=dto.job_id, export_id=dto.export_id):
-            started = await self._start_job.execute(dto.to_command())
-            if started.created:
-                await self._run_export.execute(RunExportCommand(dto.job_id))
+            await self._start_job.execute(dto.to_command())
             return Outcome(Ack.DELETE)

@@ -25,6 +25,7 @@ class Ack(Enum):
 class Outcome:
     ack: Ack
     reason: str = ""
+    retry_after: int | None = None  # seconds until a RETRY comes back (None: visibility)
 
 
 Handler = Callable[[QueueMessage], Awaitable[Outcome]]
@@ -117,6 +118,8 @@ class SqsConsumer:
                 await self._queue.delete([message])
             elif outcome.ack is Ack.REJECT:
                 await self._queue.reject(message, outcome.reason)
+            elif outcome.retry_after is not None:
+                await self._queue.change_visibility(message, outcome.retry_after)
         except Exception as err:
             log.error("acknowledgement failed", consumer=self.name, error=type(err).__name__)
 

@@ -1,0 +1,37 @@
+"""Where download tasks live, and how their results reach the job's counters."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+from src.domain.download_task import DownloadTask
+
+
+class TaskRepository(Protocol):
+    """Per-file records, kept apart from the job item. A task's result is recorded once:
+    conditional on the task still being RUNNING under the recorder's lease, in the same
+    transaction as the job's counter."""
+
+    async def add_all(self, tasks: Sequence[DownloadTask]) -> int:
+        """Store the tasks not stored yet (existing ones are left as they are); returns
+        how many were new. Safe to call again with the same tasks."""
+        ...
+
+    async def get(self, job_id: str, task_id: str) -> DownloadTask | None: ...
+
+    async def list_for_job(self, job_id: str) -> list[DownloadTask]: ...
+
+    async def claim(
+        self, task: DownloadTask, owner: str, until: datetime, now: datetime
+    ) -> DownloadTask | None:
+        """PENDING, or RUNNING with an expired lease, becomes RUNNING under `owner` until
+        `until` (attempts + 1). None when another owner holds it or it is finished."""
+        ...
+
+    async def record_result(self, task: DownloadTask, owner: str) -> bool:
+        """Write the finished task and add one to the job's completedTasks or failedTasks,
+        atomically. False, with nothing counted, when the task is no longer RUNNING under
+        `owner` (already recorded) or the job is no longer DOWNLOADING."""
+        ...

@@ -1,0 +1,95 @@
+"""PollExportStatus: ask the Export API about every due job, exactly one replica per job."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import timedelta
+
+import structlog
+
+from src.application.commands import CompleteJobCommand, PollDueJobsCommand
+from src.application.ports.clock import Clock
+from src.application.ports.export_api import ExportApi, ExportApiError, ExportState
+from src.application.ports.job_repository import ConditionFailed, JobRepository
+from src.application.use_cases.complete_job import CompleteJob
+from src.application.use_cases.dispatch_download_tasks import DispatchDownloadTasks
+from src.domain.errors import JobErrorCode
+from src.domain.export_job import ExportJob, JobError
+from src.domain.polling import PollPolicy
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PollReport:
+    claimed: int
+
+
+@dataclass(frozen=True, slots=True)
+class PollExportStatus:
+    """Claims due POLLING jobs under a lease and polls each once: ready → dispatch the
+    files; failed / expired → the job fails (ExportFailed / ExportExpired); not ready or
+    no usable answer → the next poll is scheduled with backoff; past the deadline or the
+    attempt limit → the job fails with POLLING_TIMEOUT (ExportTimedOut). The schedule is
+    written to the job, so any replica carries on after a restart."""
+
+    jobs: JobRepository
+    export_api: ExportApi
+    dispatch: DispatchDownloadTasks
+    complete_job: CompleteJob
+    clock: Clock
+    policy: PollPolicy
+    lease: timedelta
+
+    async def execute(self, command: PollDueJobsCommand) -> PollReport:
+        now = self.clock.now()
+        claimed = await self.jobs.claim_due_for_polling(
+            now, command.owner, now + self.lease, command.limit
+        )
+        await asyncio.gather(*(self._guarded(job) for job in claimed))
+        return PollReport(len(claimed))
+
+    async def _guarded(self, job: ExportJob) -> None:
+        with structlog.contextvars.bound_contextvars(job_id=job.job_id, export_id=job.export_id):
+            try:
+                await self.poll_one(job)
+            except ConditionFailed:
+                log.info("job changed while polling; leaving it to its new owner")
+            except Exception:
+                # The lease runs out and the job is polled again: nothing is lost.
+                log.exception("polling failed; will retry after the lease expires")
+
+    async def poll_one(self, job: ExportJob) -> None:
+        try:
+            status = await self.export_api.get_export(job.export_id)
+        except ExportApiError as err:
+            log.warning("export status unavailable", reason=str(err), retryable=err.retryable)
+            if not err.retryable:
+                await self._fail(job, JobErrorCode.EXPORT_API_FAILED, f"Export API: {err}")
+                return
+            await self._again(job)
+            return
+        if status.state is ExportState.READY:
+            await self.dispatch.execute(job, status.files)
+        elif status.state is ExportState.FAILED:
+            message = status.error_message or "Export failed"
+            await self._fail(job, JobErrorCode.EXPORT_API_FAILED, message)
+        elif status.state is ExportState.EXPIRED:
+            message = status.error_message or "Export expired"
+            await self._fail(job, JobErrorCode.EXPORT_EXPIRED, message)
+        else:
+            await self._again(job)
+
+    async def _again(self, job: ExportJob) -> None:
+        now = self.clock.now()
+        job = job.polled(now, self.policy)
+        if job.polling_exhausted(now, self.policy):
+            assert job.poll is not None
+            message = f"Export not ready after {job.poll.attempts} polling attempts"
+            await self._fail(job, JobErrorCode.POLLING_TIMEOUT, message)
+            return
+        await self.jobs.save(job)
+
+    async def _fail(self, job: ExportJob, code: str, message: str) -> None:
+        await self.complete_job.execute(CompleteJobCommand(job.job_id, JobError(code, message)))

@@ -1,0 +1,78 @@
+"""One file of an export: where it comes from, where it goes, and how it went."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+
+from src.domain.errors import DomainError
+
+
+class TaskStatus(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (TaskStatus.COMPLETED, TaskStatus.FAILED)
+
+
+def task_id_for(index: int) -> str:
+    """Deterministic, so dispatching the same export twice names the same tasks."""
+    return f"{index:05d}"
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadTask:
+    job_id: str
+    task_id: str
+    index: int
+    url: str
+    file_name: str
+    output_key: str
+    created_at: datetime
+    expected_size: int | None = None
+    expected_sha256: str | None = None
+    status: TaskStatus = TaskStatus.PENDING
+    attempts: int = 0
+    bytes: int | None = None
+    sha256: str | None = None
+    error: str | None = None
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    def __repr__(self) -> str:  # the URL may be presigned: keep it out of reprs
+        return f"DownloadTask({self.job_id}/{self.task_id} #{self.index} {self.status})"
+
+    def is_leased(self, now: datetime) -> bool:
+        return self.lease_expires_at is not None and self.lease_expires_at > now
+
+    def start(self, owner: str, until: datetime) -> DownloadTask:
+        if self.status.is_terminal:
+            raise DomainError(f"task {self.task_id} already {self.status}")
+        return replace(
+            self,
+            status=TaskStatus.RUNNING,
+            attempts=self.attempts + 1,
+            lease_owner=owner,
+            lease_expires_at=until,
+        )
+
+    def succeed(self, *, size: int, sha256: str, now: datetime) -> DownloadTask:
+        return replace(
+            self._finish(TaskStatus.COMPLETED, now), bytes=size, sha256=sha256, error=None
+        )
+
+    def fail(self, error: str, now: datetime) -> DownloadTask:
+        return replace(self._finish(TaskStatus.FAILED, now), error=error)
+
+    def _finish(self, status: TaskStatus, now: datetime) -> DownloadTask:
+        if self.status is not TaskStatus.RUNNING:
+            raise DomainError(f"task {self.task_id} is {self.status}, not RUNNING")
+        return replace(
+            self, status=status, finished_at=now, lease_owner=None, lease_expires_at=None
+        )

@@ -1,0 +1,161 @@
+"""DynamoDbTaskRepository: per-file records in their own table; results counted once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from src.domain.download_task import DownloadTask, TaskStatus
+from src.domain.job_status import JobStatus
+from src.domain.time import iso_ms
+from src.infrastructure.dynamodb import task_mapping
+from src.infrastructure.dynamodb.codec import from_item, to_attr
+
+_PUT_CONCURRENCY = 16
+
+
+def _error_code(err: ClientError) -> str:
+    return str(err.response.get("Error", {}).get("Code", ""))
+
+
+class DynamoDbTaskRepository:  # implements TaskRepository
+    def __init__(self, client: Any, tasks_table: str, jobs_table: str) -> None:
+        self._client = client
+        self._tasks = tasks_table
+        self._jobs = jobs_table
+
+    async def add_all(self, tasks: Sequence[DownloadTask]) -> int:
+        gate = asyncio.Semaphore(_PUT_CONCURRENCY)
+
+        async def put(task: DownloadTask) -> bool:
+            async with gate:
+                try:
+                    await self._client.put_item(
+                        TableName=self._tasks,
+                        Item=self._attrs(task),
+                        ConditionExpression="attribute_not_exists(taskId)",
+                    )
+                except ClientError as err:
+                    if _error_code(err) == "ConditionalCheckFailedException":
+                        return False
+                    raise
+                return True
+
+        return sum(await asyncio.gather(*(put(t) for t in tasks)))
+
+    async def get(self, job_id: str, task_id: str) -> DownloadTask | None:
+        response = await self._client.get_item(
+            TableName=self._tasks,
+            Key={"jobId": {"S": job_id}, "taskId": {"S": task_id}},
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        return task_mapping.from_item(from_item(item)) if item else None
+
+    async def list_for_job(self, job_id: str) -> list[DownloadTask]:
+        kwargs: dict[str, Any] = {
+            "TableName": self._tasks,
+            "KeyConditionExpression": "jobId = :j",
+            "ExpressionAttributeValues": {":j": {"S": job_id}},
+            "ConsistentRead": True,
+        }
+        tasks: list[DownloadTask] = []
+        while True:
+            response = await self._client.query(**kwargs)
+            tasks += [task_mapping.from_item(from_item(i)) for i in response.get("Items", [])]
+            if "LastEvaluatedKey" not in response:
+                return tasks
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    async def claim(
+        self, task: DownloadTask, owner: str, until: datetime, now: datetime
+    ) -> DownloadTask | None:
+        try:
+            response = await self._client.update_item(
+                TableName=self._tasks,
+                Key=self._key(task),
+                UpdateExpression="SET #s = :running, leaseOwner = :owner, "
+                "leaseExpiresAt = :until ADD attempts :one",
+                ConditionExpression="#s = :pending OR (#s = :running AND leaseExpiresAt <= :now)",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":running": {"S": TaskStatus.RUNNING.value},
+                    ":pending": {"S": TaskStatus.PENDING.value},
+                    ":owner": {"S": owner},
+                    ":until": {"S": iso_ms(until)},
+                    ":now": {"S": iso_ms(now)},
+                    ":one": {"N": "1"},
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as err:
+            if _error_code(err) == "ConditionalCheckFailedException":
+                return None
+            raise
+        return task_mapping.from_item(from_item(response["Attributes"]))
+
+    async def record_result(self, task: DownloadTask, owner: str) -> bool:
+        counter = "completedTasks" if task.status is TaskStatus.COMPLETED else "failedTasks"
+        try:
+            await self._client.transact_write_items(
+                TransactItems=[
+                    {"Put": self._finished_task(task, owner)},
+                    {"Update": self._count(task.job_id, counter, task.finished_at)},
+                ]
+            )
+        except ClientError as err:
+            if _error_code(err) != "TransactionCanceledException":
+                raise
+            reasons = err.response.get("CancellationReasons", [])
+            job_refused = len(reasons) > 1 and reasons[1].get("Code") == "ConditionalCheckFailed"
+            task_refused = reasons and reasons[0].get("Code") == "ConditionalCheckFailed"
+            if job_refused and not task_refused:
+                await self._record_task_only(task, owner)  # job ended: keep the file's story
+            return False
+        return True
+
+    def _finished_task(self, task: DownloadTask, owner: str) -> dict[str, Any]:
+        return {
+            "TableName": self._tasks,
+            "Item": self._attrs(task),
+            "ConditionExpression": "#s = :running AND leaseOwner = :owner",
+            "ExpressionAttributeNames": {"#s": "status"},
+            "ExpressionAttributeValues": {
+                ":running": {"S": TaskStatus.RUNNING.value},
+                ":owner": {"S": owner},
+            },
+        }
+
+    def _count(self, job_id: str, counter: str, at: datetime | None) -> dict[str, Any]:
+        return {
+            "TableName": self._jobs,
+            "Key": {"jobId": {"S": job_id}},
+            # version moves too, so a stale read-modify-write of the job cannot undo a count
+            "UpdateExpression": "ADD #c :one, version :one SET updatedAt = :at",
+            "ConditionExpression": "#s = :downloading",
+            "ExpressionAttributeNames": {"#c": counter, "#s": "status"},
+            "ExpressionAttributeValues": {
+                ":one": {"N": "1"},
+                ":downloading": {"S": JobStatus.DOWNLOADING.value},
+                ":at": {"S": iso_ms(at) if at else ""},
+            },
+        }
+
+    async def _record_task_only(self, task: DownloadTask, owner: str) -> None:
+        try:
+            await self._client.put_item(**self._finished_task(task, owner))
+        except ClientError as err:
+            if _error_code(err) != "ConditionalCheckFailedException":
+                raise
+
+    @staticmethod
+    def _key(task: DownloadTask) -> dict[str, Any]:
+        return {"jobId": {"S": task.job_id}, "taskId": {"S": task.task_id}}
+
+    @staticmethod
+    def _attrs(task: DownloadTask) -> dict[str, Any]:
+        return {k: to_attr(v) for k, v in task_mapping.to_item(task).items() if v is not None}

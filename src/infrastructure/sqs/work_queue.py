@@ -1,0 +1,49 @@
+"""SqsWorkQueue: download-task work items via SendMessageBatch, per-entry retries."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+
+from src.application.ports.work_queue import PublishFailed, TaskRef
+
+log = structlog.get_logger(__name__)
+
+
+class SqsWorkQueue:  # implements WorkQueue
+    def __init__(
+        self, client: Any, queue_url: str, *, batch_size: int = 10, max_attempts: int = 3
+    ) -> None:
+        self._client = client
+        self._url = queue_url
+        self._batch = max(1, min(batch_size, 10))
+        self._attempts = max_attempts
+
+    async def publish(self, refs: Sequence[TaskRef]) -> None:
+        batches = [refs[i : i + self._batch] for i in range(0, len(refs), self._batch)]
+        results = await asyncio.gather(*(self._send(b) for b in batches))
+        unsent = sum(results)
+        if unsent:
+            raise PublishFailed(f"{unsent} of {len(refs)} work items could not be queued")
+
+    async def _send(self, batch: Sequence[TaskRef]) -> int:
+        pending = {str(i): ref for i, ref in enumerate(batch)}
+        for attempt in range(1, self._attempts + 1):
+            entries = [{"Id": i, "MessageBody": self._body(r)} for i, r in pending.items()]
+            response = await self._client.send_message_batch(QueueUrl=self._url, Entries=entries)
+            failed = response.get("Failed", [])
+            for entry in failed:
+                log.warning("work item not queued", code=entry.get("Code"), attempt=attempt)
+            pending = {e["Id"]: pending[e["Id"]] for e in failed if e["Id"] in pending}
+            if not pending:
+                return 0
+            await asyncio.sleep(0.2 * attempt)
+        return len(pending)
+
+    @staticmethod
+    def _body(ref: TaskRef) -> str:
+        return json.dumps({"jobId": ref.job_id, "taskId": ref.task_id, "index": ref.index})

@@ -1,0 +1,52 @@
+"""The download-tasks consumer: one work item, one file."""
+
+from __future__ import annotations
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+
+from src.application.commands import ProcessFileCommand
+from src.application.ports.message_queue import QueueMessage
+from src.application.use_cases.process_file import FileOutcome, ProcessFile
+from src.processing.consumers.loop import Ack, Outcome
+from src.processing.messages import describe_validation_error
+
+log = structlog.get_logger(__name__)
+
+
+class DownloadTaskMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    jobId: StrictStr = Field(min_length=1, max_length=256)
+    taskId: StrictStr = Field(min_length=1, max_length=64)
+    index: StrictInt | None = None
+
+
+_ACKS = {
+    FileOutcome.RECORDED: Outcome(Ack.DELETE),
+    FileOutcome.ALREADY_DONE: Outcome(Ack.DELETE),
+    FileOutcome.JOB_ENDED: Outcome(Ack.DELETE),
+    FileOutcome.UNKNOWN: Outcome(Ack.REJECT, "no such download task"),
+    FileOutcome.NOT_READY: Outcome(Ack.RETRY, retry_after=5),
+}
+
+
+class DownloadTaskHandler:
+    def __init__(self, process_file: ProcessFile, owner: str) -> None:
+        self._process_file = process_file
+        self._owner = owner
+
+    async def __call__(self, message: QueueMessage) -> Outcome:
+        try:
+            dto = DownloadTaskMessage.model_validate_json(message.body)
+        except ValidationError as err:
+            reason = f"invalid download-task message: {describe_validation_error(err)}"
+            log.warning("invalid download-task message", reason=reason)
+            return Outcome(Ack.REJECT, reason)
+        with structlog.contextvars.bound_contextvars(job_id=dto.jobId, task_id=dto.taskId):
+            result = await self._process_file.execute(
+                ProcessFileCommand(dto.jobId, dto.taskId, self._owner)
+            )
+            if result.outcome is FileOutcome.BUSY:  # come back when the other lease ends
+                return Outcome(Ack.RETRY, retry_after=result.retry_after_seconds)
+            return _ACKS[result.outcome]
