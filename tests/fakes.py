@@ -10,9 +10,12 @@ from datetime import UTC, datetime, timedelta
 from src.application.ports.export_api import ExportStatus
 from src.application.ports.file_transfer import TransferFailed, TransferResult
 from src.application.ports.job_repository import ConditionFailed
+from src.application.ports.work_queue import TaskRef
 from src.application.ports.workflow_callbacks import CallbackError
+from src.domain.download_task import DownloadTask, TaskStatus
 from src.domain.events import DomainEvent
 from src.domain.export_job import ExportJob
+from src.domain.job_status import JobStatus
 from src.domain.task_token import TaskToken
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123000, tzinfo=UTC)
@@ -25,6 +28,7 @@ class InMemoryJobs:  # implements JobRepository
 
     def __init__(self, jobs: Iterable[ExportJob] = ()) -> None:
         self.items: dict[str, ExportJob] = {job.job_id: job for job in jobs}
+        self.created: list[ExportJob] = []  # what each successful create wrote
         self.saves = 0
 
     async def create(self, job: ExportJob) -> bool:
@@ -32,6 +36,7 @@ class InMemoryJobs:  # implements JobRepository
         if job.job_id in self.items:
             return False
         self.items[job.job_id] = job
+        self.created.append(job)
         return True
 
     async def get(self, job_id: str) -> ExportJob | None:
@@ -49,6 +54,88 @@ class InMemoryJobs:  # implements JobRepository
         self.items[job.job_id] = saved
         self.saves += 1
         return saved
+
+    async def claim_due_for_polling(
+        self, now: datetime, owner: str, until: datetime, limit: int
+    ) -> list[ExportJob]:
+        await asyncio.sleep(0)
+        due = [
+            job
+            for job in self.items.values()
+            if job.status is JobStatus.POLLING
+            and job.poll is not None
+            and job.poll.next_at <= now
+            and (job.lease_expires_at is None or job.lease_expires_at <= now)
+        ]
+        claimed = []
+        for job in due[:limit]:
+            leased = replace(
+                job, lease_owner=owner, lease_expires_at=until, version=job.version + 1
+            )
+            self.items[job.job_id] = leased
+            claimed.append(leased)
+        return claimed
+
+
+class InMemoryTasks:  # implements TaskRepository
+    """Like DynamoDbTaskRepository: records added once, claims leased, and a result
+    written together with the job's counter (and version) only by the RUNNING task's
+    lease holder while the job is DOWNLOADING."""
+
+    def __init__(self, jobs: InMemoryJobs) -> None:
+        self.jobs = jobs
+        self.items: dict[tuple[str, str], DownloadTask] = {}
+
+    async def add_all(self, tasks: Sequence[DownloadTask]) -> int:
+        await asyncio.sleep(0)
+        new = [task for task in tasks if (task.job_id, task.task_id) not in self.items]
+        self.items.update({(task.job_id, task.task_id): task for task in new})
+        return len(new)
+
+    async def get(self, job_id: str, task_id: str) -> DownloadTask | None:
+        await asyncio.sleep(0)
+        return self.items.get((job_id, task_id))
+
+    async def list_for_job(self, job_id: str) -> list[DownloadTask]:
+        await asyncio.sleep(0)
+        return sorted((t for t in self.items.values() if t.job_id == job_id), key=_by_index)
+
+    async def claim(
+        self, task: DownloadTask, owner: str, until: datetime, now: datetime
+    ) -> DownloadTask | None:
+        await asyncio.sleep(0)
+        stored = self.items[(task.job_id, task.task_id)]
+        if stored.status.is_terminal or stored.is_leased(now):
+            return None
+        claimed = stored.start(owner, until)
+        self.items[(task.job_id, task.task_id)] = claimed
+        return claimed
+
+    async def record_result(self, task: DownloadTask, owner: str) -> bool:
+        await asyncio.sleep(0)
+        stored = self.items[(task.job_id, task.task_id)]
+        job = self.jobs.items[task.job_id]
+        if stored.status is not TaskStatus.RUNNING or stored.lease_owner != owner:
+            return False
+        if job.status is not JobStatus.DOWNLOADING:
+            return False
+        at = task.finished_at or job.updated_at
+        counted = job.record_file(succeeded=task.status is TaskStatus.COMPLETED, now=at)
+        self.items[(task.job_id, task.task_id)] = task
+        self.jobs.items[job.job_id] = replace(counted, version=job.version + 1)
+        return True
+
+
+def _by_index(task: DownloadTask) -> int:
+    return task.index
+
+
+class RecordingQueue:  # implements WorkQueue
+    def __init__(self) -> None:
+        self.refs: list[TaskRef] = []
+
+    async def publish(self, refs: Sequence[TaskRef]) -> None:
+        self.refs.extend(refs)
 
 
 class FakeCallbacks:  # implements WorkflowCallbacks

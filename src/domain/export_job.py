@@ -107,9 +107,8 @@ class ExportJob:
         if status not in ALLOWED[self.status]:
             raise IllegalTransition(self.status, status)
         if status.is_terminal:
-            return replace(
-                self, status=status, updated_at=now, completed_at=now, poll=None
-            ).release()
+            # The poll record stays: how many attempts it took is worth keeping.
+            return replace(self, status=status, updated_at=now, completed_at=now).release()
         return replace(self, status=status, updated_at=now)
 
     def start_polling(self, now: datetime, policy: PollPolicy | None = None) -> ExportJob:

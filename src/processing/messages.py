@@ -11,9 +11,10 @@ from src.application.commands import StartExportJobCommand
 from src.domain.task_token import TaskToken
 
 # Hyphenated UUID, any case, any version; stored exactly as sent (it is the table key).
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_PRINTABLE = re.compile(r"^[^\x00-\x1f\x7f]+$")
-_TOKEN = re.compile(r"^[\x21-\x7e]+$")  # visible ASCII, no whitespace
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+# No control characters at all: C0, DEL and C1 (e.g. \x85 next line, \x9b CSI).
+_PRINTABLE = re.compile(r"[^\x00-\x1f\x7f-\x9f]+")
+_TOKEN = re.compile(r"[\x21-\x7e]+")  # visible ASCII, no whitespace
 MAX_ID_CHARS = 256
 MAX_TOKEN_CHARS = 1024  # Step Functions' limit
 
@@ -33,14 +34,14 @@ class ExportJobMessage(BaseModel):
     @field_validator("job_id")
     @classmethod
     def _uuid(cls, value: str) -> str:
-        if not _UUID.match(value):
+        if not _UUID.fullmatch(value):  # fullmatch: `$` would let a trailing newline in
             raise ValueError("jobId must be a hyphenated UUID")
         return value
 
     @field_validator("export_id", "user_id")
     @classmethod
     def _printable(cls, value: str) -> str:
-        if not _PRINTABLE.match(value):
+        if not _PRINTABLE.fullmatch(value):
             raise ValueError("must not contain control characters")
         return value
 
@@ -49,7 +50,7 @@ class ExportJobMessage(BaseModel):
     def _token(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None  # an empty string means "no token"
-        if not _TOKEN.match(value):
+        if not _TOKEN.fullmatch(value):
             raise ValueError("taskToken must be visible ASCII without whitespace")
         return value
 

@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     download_concurrency: int = Field(32, ge=1)
     download_timeout_ms: int = Field(300_000, ge=1)
     download_max_attempts: int = Field(3, ge=1)
+    download_lease_margin_seconds: float = Field(30, ge=0)
     s3_multipart_threshold_mb: int = Field(8, ge=5)
     s3_part_size_mb: int = Field(8, ge=5)
     s3_parts_in_flight: int = Field(2, ge=1)
@@ -77,4 +78,5 @@ class Settings(BaseSettings):
     @property
     def download_lease_seconds(self) -> float:
         """How long a worker owns a task: every attempt may use the whole timeout."""
-        return self.download_timeout_seconds * self.download_max_attempts + 30
+        attempts = self.download_timeout_seconds * self.download_max_attempts
+        return attempts + self.download_lease_margin_seconds

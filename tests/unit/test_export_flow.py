@@ -1,0 +1,273 @@
+"""The export step end to end over in-memory ports: StartExportJob schedules the first
+poll, PollExportStatus polls (and dispatches a ready export), ProcessFile copies and counts
+each file, and CompleteJob answers the workflow once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from src.application.commands import (
+    PollDueJobsCommand,
+    ProcessFileCommand,
+    StartExportJobCommand,
+)
+from src.application.ports.export_api import (
+    ExportApiRejected,
+    ExportApiUnavailable,
+    ExportFile,
+    ExportState,
+    ExportStatus,
+)
+from src.application.use_cases.complete_job import CompleteJob
+from src.application.use_cases.dispatch_download_tasks import DispatchDownloadTasks
+from src.application.use_cases.poll_export_status import PollExportStatus
+from src.application.use_cases.process_file import ProcessFile
+from src.application.use_cases.start_export_job import StartExportJob
+from src.domain.errors import JobErrorCode
+from src.domain.export_job import ExportJob, JobError
+from src.domain.job_status import CallbackStatus, JobStatus
+from src.domain.polling import PollPolicy
+from src.domain.task_token import TaskToken
+from tests.fakes import (
+    FakeCallbacks,
+    FakeExportApi,
+    FakeTransfer,
+    FixedClock,
+    InMemoryJobs,
+    InMemoryTasks,
+    RecordingEvents,
+    RecordingQueue,
+)
+from tests.unit.builders import EXPORT_ID, JOB_ID, RAW_TOKEN, USER_ID
+
+POLICY = PollPolicy(
+    first_interval=timedelta(seconds=5),
+    max_interval=timedelta(seconds=60),
+    factor=2.0,
+    max_attempts=4,
+    deadline=timedelta(hours=1),
+)
+LEASE = timedelta(seconds=30)
+
+
+def status(state: ExportState, files: Sequence[ExportFile] = (), error: str | None = None):
+    return ExportStatus(EXPORT_ID, state, tuple(files), error)
+
+
+def files(count: int) -> list[ExportFile]:
+    return [
+        ExportFile(f"https://files.example/{i}?sig=s{i}", f"part-{i}.csv") for i in range(count)
+    ]
+
+
+class Pipeline:
+    def __init__(
+        self, *script: ExportStatus | Exception, failing: Sequence[str] = (), token=RAW_TOKEN
+    ) -> None:
+        self.token = token
+        self.clock = FixedClock()
+        self.jobs = InMemoryJobs()
+        self.tasks = InMemoryTasks(self.jobs)
+        self.queue = RecordingQueue()
+        self.api = FakeExportApi({EXPORT_ID: script})
+        self.transfer = FakeTransfer(failing)
+        self.callbacks = FakeCallbacks()
+        self.events = RecordingEvents()
+        complete = CompleteJob(self.jobs, self.callbacks, self.events, self.clock)
+        dispatch = DispatchDownloadTasks(
+            self.jobs, self.tasks, self.queue, complete, self.clock, "exports/"
+        )
+        self.start = StartExportJob(self.jobs, self.events, self.clock, POLICY)
+        self.poller = PollExportStatus(
+            self.jobs, self.api, dispatch, complete, self.clock, POLICY, LEASE
+        )
+        self.worker = ProcessFile(
+            self.jobs, self.tasks, self.transfer, complete, self.events, self.clock, LEASE
+        )
+        self.poll_times: list[datetime] = []
+
+    @property
+    def job(self) -> ExportJob:
+        return self.jobs.items[JOB_ID]
+
+    def counters(self) -> tuple[int, int, int]:
+        return self.job.total_tasks, self.job.completed_tasks, self.job.failed_tasks
+
+    def intervals(self) -> list[float]:
+        pairs = zip(self.poll_times, self.poll_times[1:], strict=False)
+        return [(b - a).total_seconds() for a, b in pairs]
+
+    async def run(self, *, deliveries: int = 1) -> ExportJob:
+        """Start the job, poll whenever it is due, then deliver every work item."""
+        token = TaskToken(self.token) if self.token else None
+        await self.start.execute(StartExportJobCommand(JOB_ID, EXPORT_ID, USER_ID, {}, token))
+        while self.job.status is JobStatus.POLLING:
+            assert self.job.poll is not None
+            self.clock.current = max(self.clock.now(), self.job.poll.next_at)
+            self.poll_times.append(self.clock.now())
+            await self.poller.execute(PollDueJobsCommand(owner="poller-1"))
+            assert len(self.poll_times) <= 50, "polling never ended"
+        refs = self.queue.refs * deliveries
+        await asyncio.gather(
+            *(
+                self.worker.execute(ProcessFileCommand(ref.job_id, ref.task_id, f"worker-{n}"))
+                for n, ref in enumerate(refs)
+            )
+        )
+        return self.job
+
+
+# --- ready exports --------------------------------------------------------------------
+
+
+async def test_ready_with_three_files_completes_three_of_three():
+    flow = Pipeline(status(ExportState.READY, files(3)))
+    job = await flow.run()
+    assert job.status is JobStatus.COMPLETED
+    assert flow.counters() == (3, 3, 0)
+    assert sorted(flow.transfer.keys) == [
+        f"exports/{JOB_ID}/0_part-0.csv",
+        f"exports/{JOB_ID}/1_part-1.csv",
+        f"exports/{JOB_ID}/2_part-2.csv",
+    ]
+    [(token, output)] = flow.callbacks.successes
+    assert token == RAW_TOKEN
+    assert (output["totalTasks"], output["completedTasks"], output["failedTasks"]) == (3, 3, 0)
+    assert job.callback.status is CallbackStatus.DELIVERED
+    assert flow.callbacks.failures == []
+
+
+async def test_ten_files_three_failing_complete_with_failures_and_a_failure_callback():
+    batch = files(10)
+    flow = Pipeline(status(ExportState.READY, batch), failing=[batch[i].url for i in (1, 4, 9)])
+    job = await flow.run()
+    assert job.status is JobStatus.COMPLETED
+    assert flow.counters() == (10, 7, 3)
+    assert flow.callbacks.successes == []
+    assert flow.callbacks.failures == [
+        (RAW_TOKEN, "JobCompletedWithFailures", "Job completed with 3 failed tasks out of 10 total")
+    ]
+
+
+async def test_zero_files_complete_at_once_with_a_success_callback():
+    flow = Pipeline(status(ExportState.READY, []))
+    job = await flow.run()
+    assert job.status is JobStatus.COMPLETED
+    assert flow.counters() == (0, 0, 0)
+    assert flow.queue.refs == []
+    assert flow.transfer.calls == []
+    [(_token, output)] = flow.callbacks.successes
+    assert (output["status"], output["totalTasks"]) == ("COMPLETED", 0)
+
+
+async def test_redelivered_work_items_count_each_file_once():
+    flow = Pipeline(status(ExportState.READY, files(3)))
+    job = await flow.run(deliveries=3)
+    assert flow.counters() == (3, 3, 0)
+    assert job.status is JobStatus.COMPLETED
+    assert flow.callbacks.calls == 1
+    assert len(flow.transfer.calls) == 3
+
+
+async def test_unsafe_file_names_stay_under_the_jobs_prefix():
+    flow = Pipeline(
+        status(ExportState.READY, [ExportFile("https://f.example/x", "../../etc/passwd")])
+    )
+    await flow.run()
+    assert flow.transfer.keys == [f"exports/{JOB_ID}/0_passwd"]
+
+
+async def test_job_without_token_runs_the_same_and_sends_no_callback():
+    flow = Pipeline(status(ExportState.READY, files(2)), token=None)
+    job = await flow.run()
+    assert (job.status, flow.counters()) == (JobStatus.COMPLETED, (2, 2, 0))
+    assert flow.callbacks.calls == 0
+
+
+# --- exports that end badly -----------------------------------------------------------
+
+
+async def test_failed_export_fails_the_job_with_the_apis_message():
+    flow = Pipeline(status(ExportState.FAILED, error="source database unreachable"))
+    job = await flow.run()
+    assert job.status is JobStatus.FAILED
+    assert job.error == JobError(JobErrorCode.EXPORT_API_FAILED, "source database unreachable")
+    assert flow.callbacks.failures == [(RAW_TOKEN, "ExportFailed", "source database unreachable")]
+    assert flow.transfer.calls == []
+
+
+async def test_expired_export_fails_the_job_as_export_expired():
+    flow = Pipeline(status(ExportState.EXPIRED, error="links expired"))
+    job = await flow.run()
+    assert job.status is JobStatus.FAILED
+    assert job.error == JobError(JobErrorCode.EXPORT_EXPIRED, "links expired")
+    assert flow.callbacks.failures == [(RAW_TOKEN, "ExportExpired", "links expired")]
+
+
+async def test_export_never_ready_times_out_after_max_attempts_with_backoff_between_polls():
+    flow = Pipeline(status(ExportState.PENDING))
+    job = await flow.run()
+    assert flow.api.calls == [EXPORT_ID] * 4
+    assert flow.intervals() == [5.0, 10.0, 20.0]
+    assert job.status is JobStatus.FAILED
+    assert job.error is not None
+    assert job.error.code == JobErrorCode.POLLING_TIMEOUT
+    [(token, error, _cause)] = flow.callbacks.failures
+    assert (token, error) == (RAW_TOKEN, "ExportTimedOut")
+
+
+async def test_polls_until_ready_then_completes():
+    flow = Pipeline(
+        status(ExportState.PENDING),
+        status(ExportState.PROCESSING),
+        status(ExportState.READY, files(1)),
+    )
+    job = await flow.run()
+    assert len(flow.api.calls) == 3
+    assert flow.intervals() == [5.0, 10.0]
+    assert job.status is JobStatus.COMPLETED
+
+
+async def test_retryable_api_error_then_ready_completes():
+    flow = Pipeline(ExportApiUnavailable("HTTP 503"), status(ExportState.READY, files(2)))
+    job = await flow.run()
+    assert len(flow.api.calls) == 2
+    assert (job.status, flow.counters()) == (JobStatus.COMPLETED, (2, 2, 0))
+    assert len(flow.callbacks.successes) == 1
+
+
+async def test_api_unavailable_on_every_poll_times_out():
+    flow = Pipeline(ExportApiUnavailable("connection refused"))
+    job = await flow.run()
+    assert len(flow.api.calls) == 4
+    assert job.error is not None
+    assert job.error.code == JobErrorCode.POLLING_TIMEOUT
+
+
+async def test_rejected_api_call_fails_at_once_with_export_api_failed():
+    flow = Pipeline(ExportApiRejected("HTTP 404"), status(ExportState.READY, files(1)))
+    job = await flow.run()
+    assert flow.api.calls == [EXPORT_ID]
+    assert job.status is JobStatus.FAILED
+    assert job.error is not None
+    assert job.error.code == JobErrorCode.EXPORT_API_FAILED
+    [(_token, error, _cause)] = flow.callbacks.failures
+    assert error == "ExportFailed"
+
+
+# --- several replicas -----------------------------------------------------------------
+
+
+async def test_two_pollers_at_once_poll_a_due_job_once():
+    flow = Pipeline(status(ExportState.PENDING))
+    await flow.start.execute(StartExportJobCommand(JOB_ID, EXPORT_ID, USER_ID))
+    reports = await asyncio.gather(
+        flow.poller.execute(PollDueJobsCommand(owner="a")),
+        flow.poller.execute(PollDueJobsCommand(owner="b")),
+    )
+    assert sorted(report.claimed for report in reports) == [0, 1]
+    assert flow.api.calls == [EXPORT_ID]
+    assert flow.job.poll is not None
+    assert flow.job.poll.attempts == 1

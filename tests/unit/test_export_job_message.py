@@ -1,0 +1,205 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from src.domain.task_token import TaskToken
+from src.processing.messages import ExportJobMessage, describe_validation_error
+from tests.unit.builders import JOB_ID, RAW_TOKEN
+
+MINIMAL: dict[str, Any] = {"jobId": JOB_ID, "exportId": "exp-1", "userId": "user-1"}
+
+
+def parse(body: dict[str, Any]) -> ExportJobMessage:
+    """As the consumer does: straight from the SQS body text."""
+    return ExportJobMessage.model_validate_json(json.dumps(body))
+
+
+def with_(**changes: Any) -> dict[str, Any]:
+    return {**MINIMAL, **changes}
+
+
+def without(field: str) -> dict[str, Any]:
+    return {k: v for k, v in MINIMAL.items() if k != field}
+
+
+def reason_for(body: dict[str, Any] | str) -> str:
+    text = body if isinstance(body, str) else json.dumps(body)
+    with pytest.raises(ValidationError) as caught:
+        ExportJobMessage.model_validate_json(text)
+    return describe_validation_error(caught.value)
+
+
+# --- valid messages -------------------------------------------------------------------
+
+
+def test_minimal_message_becomes_a_command_without_token():
+    command = parse(MINIMAL).to_command()
+    assert (command.job_id, command.export_id, command.user_id) == (JOB_ID, "exp-1", "user-1")
+    assert command.metadata == {}
+    assert command.task_token is None
+
+
+def test_full_message_keeps_metadata_and_token():
+    metadata = {"requestedBy": "nightly", "format": "csv", "nested": {"a": [1, 2]}}
+    command = parse(with_(metadata=metadata, taskToken=RAW_TOKEN)).to_command()
+    assert command.metadata == metadata
+    assert command.task_token == TaskToken(RAW_TOKEN)
+
+
+@pytest.mark.parametrize(
+    "job_id",
+    [
+        "123E4567-E89B-12D3-A456-426614174000",
+        "123e4567-E89B-12d3-a456-426614174000",
+        "00000000-0000-0000-0000-000000000000",
+        "6ba7b810-9dad-11d1-80b4-00c04fd430c8",  # version 1
+    ],
+)
+def test_job_id_any_case_any_version_is_stored_exactly_as_sent(job_id: str):
+    assert parse(with_(jobId=job_id)).to_command().job_id == job_id
+
+
+def test_metadata_absent_is_an_empty_object():
+    assert parse(MINIMAL).metadata == {}
+
+
+@pytest.mark.parametrize("token", ["", None])
+def test_empty_or_null_token_means_no_token(token: str | None):
+    assert parse(with_(taskToken=token)).to_command().task_token is None
+
+
+def test_callback_url_and_unknown_fields_are_ignored():
+    message = parse(with_(callbackUrl="https://example.com/cb", priority="high", extra={"x": 1}))
+    assert message.to_command() == parse(MINIMAL).to_command()
+
+
+def test_callback_url_of_any_type_is_ignored():
+    assert parse(with_(callbackUrl=None)).to_command() == parse(MINIMAL).to_command()
+    assert parse(with_(callbackUrl=42)).to_command() == parse(MINIMAL).to_command()
+
+
+# --- invalid messages -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metadata", [None, [], ["a"], "csv", 3])
+def test_metadata_that_is_not_an_object_is_invalid(metadata: Any):
+    assert "metadata" in reason_for(with_(metadata=metadata))
+
+
+@pytest.mark.parametrize("field", ["jobId", "exportId", "userId"])
+def test_missing_required_field_is_invalid(field: str):
+    assert field in reason_for(without(field))
+
+
+@pytest.mark.parametrize("field", ["exportId", "userId"])
+@pytest.mark.parametrize("value", ["", None, 123, ["x"], {"id": "x"}, True])
+def test_empty_or_non_string_ids_are_invalid(field: str, value: Any):
+    assert field in reason_for(with_(**{field: value}))
+
+
+@pytest.mark.parametrize(
+    "job_id",
+    [
+        "",
+        "not-a-uuid",
+        "123e4567e89b12d3a456426614174000",  # no hyphens
+        "{123e4567-e89b-12d3-a456-426614174000}",
+        "123e4567-e89b-12d3-a456-42661417400",  # one digit short
+        "123e4567-e89b-12d3-a456-4266141740000",
+        "g23e4567-e89b-12d3-a456-426614174000",
+        " 123e4567-e89b-12d3-a456-426614174000",
+        123,
+        None,
+    ],
+)
+def test_job_id_that_is_not_a_hyphenated_uuid_is_invalid(job_id: Any):
+    assert "jobId" in reason_for(with_(jobId=job_id))
+
+
+@pytest.mark.parametrize("field", ["exportId", "userId"])
+@pytest.mark.parametrize("value", ["exp\x00ort", "exp\tort", "exp\nort", "\x1b[31mred", "end\x7f"])
+def test_control_characters_in_ids_are_invalid(field: str, value: str):
+    assert field in reason_for(with_(**{field: value}))
+
+
+@pytest.mark.parametrize("field", ["exportId", "userId"])
+def test_trailing_newline_in_ids_is_invalid(field: str):
+    assert field in reason_for(with_(**{field: "exp-1\n"}))
+
+
+@pytest.mark.parametrize("field", ["exportId", "userId"])
+@pytest.mark.parametrize("value", ["exp\x85ort", "\x9b31mred"])  # C1 controls: NEL, CSI
+def test_c1_control_characters_in_ids_are_invalid(field: str, value: str):
+    assert field in reason_for(with_(**{field: value}))
+
+
+def test_trailing_newline_after_a_uuid_job_id_is_invalid():
+    assert "jobId" in reason_for(with_(jobId=JOB_ID + "\n"))
+
+
+@pytest.mark.parametrize(
+    "token", ["has space", "tab\there", " leading", "trailing ", "line\nbreak", "é-not-ascii"]
+)
+def test_token_with_whitespace_or_non_ascii_is_invalid(token: str):
+    assert "taskToken" in reason_for(with_(taskToken=token))
+
+
+def test_token_with_trailing_newline_is_invalid():
+    assert "taskToken" in reason_for(with_(taskToken=RAW_TOKEN + "\n"))
+
+
+def test_non_string_token_is_invalid():
+    assert "taskToken" in reason_for(with_(taskToken=12345))
+
+
+def test_token_over_1024_characters_is_invalid():
+    assert "taskToken" in reason_for(with_(taskToken="A" * 1025))
+
+
+@pytest.mark.parametrize("body", ["not json", "[]", '"a string"', "", '{"jobId": '])
+def test_body_that_is_not_a_json_object_is_invalid(body: str):
+    assert reason_for(body)
+
+
+# --- the reason given to the operator -------------------------------------------------
+
+
+def test_reason_never_contains_the_token():
+    secret = "AAAAKgAA secret-token-value AAAA"  # invalid: it has spaces
+    reason = reason_for(with_(taskToken=secret, jobId="nope"))
+    assert "secret-token-value" not in reason
+    assert secret not in reason
+    assert "taskToken" in reason
+    assert "jobId" in reason
+
+
+def test_reason_never_contains_a_valid_token_sent_with_other_mistakes():
+    reason = reason_for({"taskToken": RAW_TOKEN, "jobId": "bad-id", "metadata": []})
+    assert RAW_TOKEN not in reason
+    assert RAW_TOKEN[:20] not in reason
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        with_(exportId="exp\x00SENSITIVE-VALUE"),
+        with_(userId=["SENSITIVE-VALUE"]),
+        with_(jobId="SENSITIVE-VALUE"),
+        with_(metadata="SENSITIVE-VALUE"),
+        with_(taskToken="A" * 1025 + "SENSITIVE-VALUE"),
+    ],
+)
+def test_reason_never_contains_the_input_values(body: dict[str, Any]):
+    assert "SENSITIVE-VALUE" not in reason_for(body)
+
+
+def test_reason_for_broken_json_does_not_echo_the_body():
+    assert "SENSITIVE-VALUE" not in reason_for('{"taskToken": "SENSITIVE-VALUE", ')
+
+
+def test_reason_names_the_field_and_the_problem():
+    assert reason_for(without("userId")) == "userId: Field required"

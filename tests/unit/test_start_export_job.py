@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+from dataclasses import replace
+
+from src.application.commands import StartExportJobCommand
+from src.application.use_cases.start_export_job import StartExportJob
+from src.domain.events import JOB_CREATED
+from src.domain.job_status import CallbackStatus, JobStatus
+from src.domain.task_token import TaskToken
+from tests.fakes import T0, FixedClock, InMemoryJobs, RecordingEvents
+from tests.unit.builders import JOB_ID, RAW_TOKEN
+
+COMMAND = StartExportJobCommand(
+    job_id=JOB_ID,
+    export_id="exp-1",
+    user_id="user-1",
+    metadata={"requestedBy": "nightly", "format": "csv"},
+    task_token=TaskToken(RAW_TOKEN),
+)
+# The same jobId with different content: a duplicate must not overwrite anything.
+IMPOSTOR = replace(
+    COMMAND, export_id="exp-2", metadata={"format": "json"}, task_token=TaskToken("B" * 40)
+)
+
+
+def start(jobs: InMemoryJobs, events: RecordingEvents | None = None) -> StartExportJob:
+    return StartExportJob(jobs=jobs, events=events or RecordingEvents(), clock=FixedClock())
+
+
+async def test_creates_the_job_with_processing_as_its_first_written_status():
+    jobs = InMemoryJobs()
+    result = await start(jobs).execute(COMMAND)
+    assert result.created
+    [first_write] = jobs.created
+    assert first_write.status is JobStatus.PROCESSING
+    assert (first_write.export_id, first_write.user_id) == ("exp-1", "user-1")
+    assert first_write.metadata == {"requestedBy": "nightly", "format": "csv"}
+    assert first_write.task_token == TaskToken(RAW_TOKEN)
+    assert first_write.callback.status is CallbackStatus.PENDING
+    assert first_write.created_at == T0
+
+
+async def test_created_job_is_scheduled_for_its_first_poll_at_once():
+    jobs = InMemoryJobs()
+    result = await start(jobs).execute(COMMAND)
+    stored = jobs.items[JOB_ID]
+    assert result.job == stored
+    assert stored.status is JobStatus.POLLING
+    assert stored.poll is not None
+    assert stored.poll.next_at == T0
+    assert stored.task_token == TaskToken(RAW_TOKEN)
+
+
+async def test_job_without_token_needs_no_callback():
+    jobs = InMemoryJobs()
+    await start(jobs).execute(replace(COMMAND, task_token=None))
+    assert jobs.items[JOB_ID].callback.status is CallbackStatus.NOT_REQUIRED
+
+
+async def test_duplicate_returns_created_false_and_the_first_job():
+    jobs = InMemoryJobs()
+    first = await start(jobs).execute(COMMAND)
+    second = await start(jobs).execute(IMPOSTOR)
+    assert not second.created
+    assert second.job == first.job
+
+
+async def test_duplicate_leaves_the_first_job_unchanged():
+    jobs = InMemoryJobs()
+    await start(jobs).execute(COMMAND)
+    before = jobs.items[JOB_ID]
+    await start(jobs).execute(IMPOSTOR)
+    after = jobs.items[JOB_ID]
+    assert after == before
+    assert after.task_token is not None
+    assert after.task_token.reveal() == RAW_TOKEN
+    assert after.metadata == {"requestedBy": "nightly", "format": "csv"}
+    assert after.export_id == "exp-1"
+
+
+async def test_duplicate_of_a_completed_job_does_not_reopen_it():
+    jobs = InMemoryJobs()
+    await start(jobs).execute(COMMAND)
+    done = replace(jobs.items[JOB_ID], status=JobStatus.COMPLETED, total_tasks=2, completed_tasks=2)
+    jobs.items[JOB_ID] = done
+    result = await start(jobs).execute(COMMAND)
+    assert not result.created
+    assert result.job == done
+    assert jobs.items[JOB_ID] == done
+    assert jobs.items[JOB_ID].status is JobStatus.COMPLETED
+
+
+async def test_duplicate_of_a_job_left_processing_by_a_crash_schedules_its_polling():
+    jobs = InMemoryJobs()
+    await start(jobs).execute(COMMAND)
+    jobs.items[JOB_ID] = jobs.created[0]  # as if the process died before the second write
+    result = await start(jobs).execute(IMPOSTOR)
+    assert not result.created
+    assert jobs.items[JOB_ID].status is JobStatus.POLLING
+    assert jobs.items[JOB_ID].export_id == "exp-1"
+    assert jobs.items[JOB_ID].task_token == TaskToken(RAW_TOKEN)
+
+
+async def test_job_created_event_is_published_once_for_duplicates():
+    jobs, events = InMemoryJobs(), RecordingEvents()
+    await start(jobs, events).execute(COMMAND)
+    await start(jobs, events).execute(COMMAND)
+    await start(jobs, events).execute(IMPOSTOR)
+    assert events.names == [JOB_CREATED]
+    assert events.events[0].job_id == JOB_ID
+    assert events.events[0].at == T0
+
+
+async def test_jobs_with_different_ids_are_both_created():
+    jobs = InMemoryJobs()
+    other = "123E4567-E89B-12D3-A456-426614174000"  # same UUID, other case: another key
+    assert (await start(jobs).execute(COMMAND)).created
+    assert (await start(jobs).execute(replace(COMMAND, job_id=other))).created
+    assert set(jobs.items) == {JOB_ID, other}
