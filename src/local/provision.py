@@ -27,6 +27,10 @@ DOWNLOAD_TASKS_QUEUE = "download-tasks"
 DLQ_SUFFIX = "-dlq"
 QUEUE_VISIBILITY_TIMEOUT_SECONDS = 900
 DLQ_MAX_RECEIVE_COUNT = 3
+# Work items are legitimately received more than once (job not DOWNLOADING yet for a
+# moment after dispatch, the task's lease still held by a replica that just died), so
+# their queue allows more receives before a message counts as poison.
+DOWNLOAD_DLQ_MAX_RECEIVE_COUNT = 10
 DLQ_RETENTION_SECONDS = 14 * 24 * 3600
 
 JOB_TABLE = "export-job-state"
@@ -132,7 +136,9 @@ def provision(
 
     sqs = client("sqs")
     export_jobs_url, export_jobs_dlq_url = _queue_with_dlq(sqs, p + EXPORT_JOBS_QUEUE)
-    download_tasks_url, download_tasks_dlq_url = _queue_with_dlq(sqs, p + DOWNLOAD_TASKS_QUEUE)
+    download_tasks_url, download_tasks_dlq_url = _queue_with_dlq(
+        sqs, p + DOWNLOAD_TASKS_QUEUE, DOWNLOAD_DLQ_MAX_RECEIVE_COUNT
+    )
 
     dynamodb = client("dynamodb")
     table_name = p + JOB_TABLE
@@ -174,7 +180,9 @@ def _queue(sqs: Any, name: str, attributes: dict[str, str]) -> str:
         return url
 
 
-def _queue_with_dlq(sqs: Any, name: str) -> tuple[str, str]:
+def _queue_with_dlq(
+    sqs: Any, name: str, max_receive_count: int = DLQ_MAX_RECEIVE_COUNT
+) -> tuple[str, str]:
     dlq_url = _queue(sqs, name + DLQ_SUFFIX, {"MessageRetentionPeriod": str(DLQ_RETENTION_SECONDS)})
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
@@ -185,7 +193,7 @@ def _queue_with_dlq(sqs: Any, name: str) -> tuple[str, str]:
         {
             "VisibilityTimeout": str(QUEUE_VISIBILITY_TIMEOUT_SECONDS),
             "RedrivePolicy": json.dumps(
-                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": DLQ_MAX_RECEIVE_COUNT}
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count}
             ),
         },
     )

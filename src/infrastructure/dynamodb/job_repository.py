@@ -10,7 +10,7 @@ from botocore.exceptions import ClientError
 
 from src.application.ports.job_repository import ConditionFailed
 from src.domain.export_job import ExportJob
-from src.domain.job_status import JobStatus
+from src.domain.job_status import TERMINAL, JobStatus
 from src.domain.time import iso_ms
 from src.infrastructure.dynamodb import job_mapping
 from src.infrastructure.dynamodb.codec import from_item, to_attr
@@ -53,8 +53,12 @@ class DynamoDbJobRepository:  # implements JobRepository
         saved = replace(job, version=job.version + 1)
         values = job_mapping.to_item(saved)
         del values["jobId"]
-        names: dict[str, str] = {"#v": "version"}
-        attrs: dict[str, Any] = {":expected": {"N": str(job.version)}}
+        names: dict[str, str] = {"#v": "version", "#st": "status"}
+        attrs: dict[str, Any] = {
+            ":expected": {"N": str(job.version)},
+            ":same": {"S": job.status.value},
+            **{f":t{i}": {"S": s.value} for i, s in enumerate(TERMINAL)},
+        }
         sets, removes = [], []
         for i, (name, value) in enumerate(values.items()):
             names[f"#a{i}"] = name
@@ -69,12 +73,7 @@ class DynamoDbJobRepository:  # implements JobRepository
                 TableName=self._table,
                 Key={"jobId": {"S": job.job_id}},
                 UpdateExpression=expression,
-                # Items written by the original service have no version yet.
-                ConditionExpression=(
-                    "attribute_exists(jobId) AND #v = :expected"
-                    if job.version
-                    else "attribute_exists(jobId) AND (attribute_not_exists(#v) OR #v = :expected)"
-                ),
+                ConditionExpression=self._save_condition(job),
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=attrs,
             )
@@ -83,6 +82,16 @@ class DynamoDbJobRepository:  # implements JobRepository
                 raise ConditionFailed(job.job_id) from err
             raise
         return saved
+
+    @staticmethod
+    def _save_condition(job: ExportJob) -> str:
+        # Items written by the original service have no version yet; and whatever the
+        # version says, a finished job never changes into another status.
+        version = (
+            "#v = :expected" if job.version else "(attribute_not_exists(#v) OR #v = :expected)"
+        )
+        terminal = ", ".join(f":t{i}" for i in range(len(TERMINAL)))
+        return f"attribute_exists(jobId) AND {version} AND (NOT #st IN ({terminal}) OR #st = :same)"
 
     async def claim_due_for_polling(
         self, now: datetime, owner: str, until: datetime, limit: int

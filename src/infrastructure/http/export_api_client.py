@@ -58,7 +58,9 @@ class AiohttpExportApi:  # implements ExportApi
     async def get_export(self, export_id: str) -> ExportStatus:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._attempts),
-            wait=wait_exponential_jitter(initial=self._backoff, max=10 * self._backoff),
+            wait=wait_exponential_jitter(
+                multiplier=self._backoff, max=10 * self._backoff, jitter=self._backoff
+            ),
             retry=retry_if_exception(lambda e: isinstance(e, ExportApiError) and e.retryable),
             reraise=True,
         )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
 import structlog
+from botocore.exceptions import BotoCoreError, ClientError
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from src.application.ports.file_transfer import TransferFailed, TransferResult
@@ -60,7 +62,9 @@ class AiohttpFileTransfer:  # implements FileTransfer
             raise TransferFailed("only http and https URLs are allowed")
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._limits.max_attempts),
-            wait=wait_exponential_jitter(initial=self._limits.backoff_seconds, max=10),
+            wait=wait_exponential_jitter(
+                multiplier=self._limits.backoff_seconds, max=10, jitter=self._limits.backoff_seconds
+            ),
             retry=retry_if_exception(_retryable),
             reraise=True,
         )
@@ -89,6 +93,13 @@ class AiohttpFileTransfer:  # implements FileTransfer
         except aiohttp.ClientError as err:
             reason = f"download failed ({type(err).__name__})"
             raise TransferFailed(reason, retryable=True) from None
+        except ClientError as err:
+            code = str(err.response.get("Error", {}).get("Code", "Unknown"))
+            status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+            retryable = status >= 500 or "Throttl" in code or code == "SlowDown"
+            raise TransferFailed(f"storage failed ({code})", retryable=retryable) from None
+        except BotoCoreError as err:
+            raise TransferFailed(f"storage failed ({type(err).__name__})", retryable=True) from None
 
     def _check_response(self, response: aiohttp.ClientResponse, expected: int | None) -> None:
         status = response.status
@@ -135,7 +146,8 @@ class AiohttpFileTransfer:  # implements FileTransfer
             self._verify(size, sha256, expected_size, expected_sha256)
             await upload.complete({"sha256": sha256, "bytes": str(size)})
         except BaseException:
-            await upload.abort()
+            with contextlib.suppress(Exception):  # never hide the original error
+                await upload.abort()
             raise
         return TransferResult(key=key, bytes=size, sha256=sha256)
 

@@ -53,7 +53,7 @@ class S3StreamingUpload:
             )
             self._buffer.clear()
             return
-        if self._buffer or not self._parts:
+        if self._buffer or not self._tasks:  # no empty extra part after an exact fit
             await self._start_part(bytes(self._buffer))
             self._buffer.clear()
         await self._drain()
