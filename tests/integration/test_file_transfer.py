@@ -11,7 +11,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from botocore.exceptions import ClientError
 
 from src.application.ports.file_transfer import TransferFailed
 from src.infrastructure.http.file_transfer import AiohttpFileTransfer, TransferLimits

@@ -99,7 +99,7 @@ def counts(sqs: Any, queue_url: str) -> tuple[int, int]:
 async def receive_all(queue: SqsMessageQueue, expected: int) -> list[QueueMessage]:
     received: list[QueueMessage] = []
     for _ in range(5):
-        received += await queue.receive(max_messages=10, wait_seconds=1)
+        received += await queue.receive(max_messages=10, wait_seconds=1, visibility_seconds=30)
         if len(received) >= expected:
             break
     return received
@@ -116,7 +116,7 @@ async def test_receive_returns_bodies_ids_and_receive_count(queue, sqs, queue_ur
     assert all(m.receive_count == 1 for m in messages)
     assert all(m.receipt_handle for m in messages)
     assert counts(sqs, queue_url) == (0, 3)  # in flight, not deleted
-    assert await queue.receive(max_messages=10, wait_seconds=0) == []
+    assert await queue.receive(max_messages=10, wait_seconds=0, visibility_seconds=30) == []
 
 
 async def test_delete_returns_nothing_when_every_entry_is_deleted(queue, sqs, queue_url) -> None:
@@ -146,7 +146,7 @@ async def test_change_visibility_zero_makes_the_message_receivable_again(
 ) -> None:
     [message_id] = send(sqs, queue_url, "again")
     [first] = await receive_all(queue, 1)
-    assert await queue.receive(max_messages=10, wait_seconds=0) == []
+    assert await queue.receive(max_messages=10, wait_seconds=0, visibility_seconds=30) == []
 
     await queue.change_visibility(first, 0)
 
@@ -221,3 +221,21 @@ async def test_reject_on_the_provisioned_queue_finds_its_dlq(sqs_client, sqs, re
     )["Messages"]
     assert [m["Body"] for m in dead] == ["not json"]
     assert dead[0]["MessageAttributes"]["rejectReason"]["StringValue"] == "body is not JSON"
+
+
+async def test_received_messages_use_the_consumers_visibility_not_the_queue_default(
+    queue, sqs, queue_url
+) -> None:
+    """A replica killed right after receiving must not hide messages for the queue's
+    900 s default: SQS_VISIBILITY_TIMEOUT applies from the receive on."""
+    send(sqs, queue_url, "short-lived")
+    first = await queue.receive(max_messages=1, wait_seconds=1, visibility_seconds=1)
+    assert [m.body for m in first] == ["short-lived"]
+
+    again: list[QueueMessage] = []
+    for _ in range(6):
+        again += await queue.receive(max_messages=1, wait_seconds=1, visibility_seconds=30)
+        if again:
+            break
+
+    assert [(m.body, m.receive_count) for m in again] == [("short-lived", 2)]

@@ -18,7 +18,11 @@ class QueueMessage:
 class MessageQueue(Protocol):
     """Long-polling receive, per-entry delete, visibility control."""
 
-    async def receive(self, max_messages: int, wait_seconds: int) -> Sequence[QueueMessage]: ...
+    async def receive(
+        self, max_messages: int, wait_seconds: int, visibility_seconds: int
+    ) -> Sequence[QueueMessage]:
+        """Received messages stay invisible to others for `visibility_seconds`."""
+        ...
 
     async def delete(self, messages: Sequence[QueueMessage]) -> Sequence[QueueMessage]:
         """Delete a batch; returns the messages that could not be deleted."""

@@ -20,11 +20,14 @@ class SqsMessageQueue:  # implements MessageQueue
         self._url = queue_url
         self._dlq_url: str | None = None
 
-    async def receive(self, max_messages: int, wait_seconds: int) -> Sequence[QueueMessage]:
+    async def receive(
+        self, max_messages: int, wait_seconds: int, visibility_seconds: int
+    ) -> Sequence[QueueMessage]:
         response = await self._client.receive_message(
             QueueUrl=self._url,
             MaxNumberOfMessages=max_messages,
             WaitTimeSeconds=wait_seconds,
+            VisibilityTimeout=visibility_seconds,
             MessageSystemAttributeNames=["ApproximateReceiveCount"],
         )
         return [

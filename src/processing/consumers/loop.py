@@ -63,7 +63,9 @@ class SqsConsumer:
             self._slots.release()
             try:
                 wanted = min(self._settings.max_messages, free)
-                messages = await self._queue.receive(wanted, self._settings.wait_seconds)
+                messages = await self._queue.receive(
+                    wanted, self._settings.wait_seconds, self._settings.visibility_timeout
+                )
             except Exception as err:  # never let the loop die on a transient error
                 log.error("receive failed", consumer=self.name, error=type(err).__name__)
                 await asyncio.sleep(self._settings.error_backoff_seconds)
