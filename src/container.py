@@ -6,28 +6,34 @@ from datetime import timedelta
 
 from dependency_injector import containers, providers
 
+from src.application.use_cases.cancel_job import CancelJob
 from src.application.use_cases.complete_job import CompleteJob
 from src.application.use_cases.dispatch_download_tasks import DispatchDownloadTasks
 from src.application.use_cases.poll_export_status import PollExportStatus
 from src.application.use_cases.process_file import ProcessFile
+from src.application.use_cases.reap_stuck_jobs import ReaperPolicy, ReapStuckJobs
+from src.application.use_cases.send_heartbeats import SendHeartbeats
 from src.application.use_cases.start_export_job import StartExportJob
 from src.domain.polling import PollPolicy
 from src.infrastructure.aws.clients import new_session, open_client
 from src.infrastructure.clock import SystemClock
 from src.infrastructure.config.settings import Settings
 from src.infrastructure.dynamodb.job_repository import DynamoDbJobRepository
+from src.infrastructure.dynamodb.leases import DynamoDbLeases
 from src.infrastructure.dynamodb.task_repository import DynamoDbTaskRepository
 from src.infrastructure.events.logging_publisher import LoggingEventPublisher
 from src.infrastructure.http.export_api_client import AiohttpExportApi
-from src.infrastructure.http.file_transfer import AiohttpFileTransfer, TransferLimits
+from src.infrastructure.http.file_transfer import TransferLimits, open_file_transfer
 from src.infrastructure.http.session import open_http_session
+from src.infrastructure.sqs.dead_letters import SqsDeadLetters
 from src.infrastructure.sqs.message_queue import SqsMessageQueue
 from src.infrastructure.sqs.work_queue import SqsWorkQueue
 from src.infrastructure.stepfunctions.callbacks import StepFunctionsCallbacks
 from src.processing.consumers.download_tasks import DownloadTaskHandler
 from src.processing.consumers.export_jobs import ExportJobHandler
 from src.processing.consumers.loop import ConsumerSettings, SqsConsumer
-from src.processing.poller import Poller
+from src.processing.periodic import Periodic
+from src.processing.rounds import heartbeat_round, polling_round, reaper_round
 
 _MIB = 1024 * 1024
 
@@ -40,6 +46,7 @@ def _transfer_limits(s: Settings) -> TransferLimits:
         part_size=s.s3_part_size_mb * _MIB,
         multipart_threshold=s.s3_multipart_threshold_mb * _MIB,
         parts_in_flight=s.s3_parts_in_flight,
+        max_redirects=s.download_max_redirects,
     )
 
 
@@ -49,6 +56,16 @@ def _poll_policy(s: Settings) -> PollPolicy:
         max_interval=timedelta(milliseconds=max(s.polling_max_interval_ms, s.polling_interval_ms)),
         max_attempts=s.max_polling_attempts,
         deadline=timedelta(milliseconds=s.polling_timeout_ms),
+    )
+
+
+def _reaper_policy(s: Settings) -> ReaperPolicy:
+    return ReaperPolicy(
+        lease=timedelta(seconds=max(60.0, 2 * s.reaper_interval_seconds)),
+        callback_lease=timedelta(seconds=s.callback_lease_seconds),
+        max_callback_attempts=s.callback_max_attempts,
+        stall_after=timedelta(seconds=s.download_stall_seconds),
+        job_deadline=timedelta(seconds=s.job_timeout_seconds),
     )
 
 
@@ -84,6 +101,9 @@ class Container(containers.DeclarativeContainer):
         tasks_table=settings.provided.dynamodb_tasks_table_name,
         jobs_table=settings.provided.dynamodb_table_name,
     )
+    leases = providers.Singleton(
+        DynamoDbLeases, client=dynamodb, table_name=settings.provided.dynamodb_tasks_table_name
+    )
     callbacks = providers.Singleton(StepFunctionsCallbacks, client=sfn)
     export_api = providers.Singleton(
         AiohttpExportApi,
@@ -92,18 +112,24 @@ class Container(containers.DeclarativeContainer):
         timeout_seconds=settings.provided.export_api_timeout_seconds,
         max_retries=settings.provided.export_api_max_retries,
     )
-    file_transfer = providers.Singleton(
-        AiohttpFileTransfer,
-        session=http,
+    file_transfer = providers.Resource(
+        open_file_transfer,
         s3=s3,
         bucket=settings.provided.s3_bucket_name,
         limits=providers.Callable(_transfer_limits, settings),
+        allowed_networks=settings.provided.download_allowed_networks,
     )
     export_jobs_queue = providers.Singleton(
         SqsMessageQueue, client=sqs, queue_url=settings.provided.sqs_export_jobs_url
     )
     download_tasks_queue = providers.Singleton(
         SqsMessageQueue, client=sqs, queue_url=settings.provided.sqs_download_tasks_url
+    )
+    export_jobs_dead_letters = providers.Singleton(
+        SqsDeadLetters, client=sqs, queue_url=settings.provided.sqs_export_jobs_url
+    )
+    download_tasks_dead_letters = providers.Singleton(
+        SqsDeadLetters, client=sqs, queue_url=settings.provided.sqs_download_tasks_url
     )
     work_queue = providers.Singleton(
         SqsWorkQueue,
@@ -118,7 +144,14 @@ class Container(containers.DeclarativeContainer):
         StartExportJob, jobs=jobs, events=events, clock=clock, policy=poll_policy
     )
     complete_job = providers.Factory(
-        CompleteJob, jobs=jobs, callbacks=callbacks, events=events, clock=clock
+        CompleteJob,
+        jobs=jobs,
+        callbacks=callbacks,
+        events=events,
+        clock=clock,
+        callback_lease=providers.Callable(
+            lambda s: timedelta(seconds=s.callback_lease_seconds), settings
+        ),
     )
     dispatch = providers.Factory(
         DispatchDownloadTasks,
@@ -169,10 +202,55 @@ class Container(containers.DeclarativeContainer):
             _consumer_settings, settings, settings.provided.download_concurrency
         ),
     )
+    cancel_job = providers.Factory(
+        CancelJob, jobs=jobs, complete_job=complete_job, events=events, clock=clock
+    )
+    send_heartbeats = providers.Factory(
+        SendHeartbeats,
+        jobs=jobs,
+        callbacks=callbacks,
+        cancel_job=cancel_job,
+        clock=clock,
+        interval=providers.Callable(
+            lambda s: timedelta(seconds=s.heartbeat_interval_seconds), settings
+        ),
+    )
+
+    reap_stuck_jobs = providers.Factory(
+        ReapStuckJobs,
+        jobs=jobs,
+        tasks=tasks,
+        queue=work_queue,
+        complete_job=complete_job,
+        leases=leases,
+        clock=clock,
+        policy=providers.Callable(_reaper_policy, settings),
+    )
+
+    # Driving side: periodic rounds
     poller = providers.Factory(
-        Poller,
-        poll=poll_export_status,
-        owner=owner,
+        Periodic,
+        name="poller",
+        round_=providers.Callable(
+            polling_round, poll_export_status, owner, settings.provided.poller_batch_size
+        ),
         tick_seconds=providers.Callable(lambda s: s.poller_tick_ms / 1000, settings),
         batch=settings.provided.poller_batch_size,
+    )
+    heartbeater = providers.Factory(
+        Periodic,
+        name="heartbeats",
+        round_=providers.Callable(heartbeat_round, send_heartbeats, 100),
+        # Check often; each job's own heartbeat is due only every interval.
+        tick_seconds=providers.Callable(
+            lambda s: max(0.2, min(5.0, s.heartbeat_interval_seconds / 4)), settings
+        ),
+        batch=100,
+    )
+    reaper = providers.Factory(
+        Periodic,
+        name="reaper",
+        round_=providers.Callable(reaper_round, reap_stuck_jobs, owner),
+        tick_seconds=settings.provided.reaper_interval_seconds,
+        batch=1_000_000,  # never loop at once: one round per tick
     )

@@ -15,19 +15,24 @@ from src.application.ports.workflow_callbacks import CallbackError
 from src.domain.download_task import DownloadTask, TaskStatus
 from src.domain.events import DomainEvent
 from src.domain.export_job import ExportJob
-from src.domain.job_status import JobStatus
+from src.domain.job_status import CallbackStatus, JobStatus
 from src.domain.task_token import TaskToken
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123000, tzinfo=UTC)
+
+_HEARTBEATING = frozenset({JobStatus.PROCESSING, JobStatus.POLLING, JobStatus.DOWNLOADING})
+_OWED = frozenset({CallbackStatus.PENDING, CallbackStatus.RETRYING})
 
 
 class InMemoryJobs:  # implements JobRepository
     """Like DynamoDbJobRepository: create is a conditional put, save is a conditional
     update on `version`. Every call yields to the event loop first, so concurrent callers
-    interleave the way two replicas would; the check and the write never do."""
+    interleave the way two replicas would; the check and the write never do.
+    `next_heartbeats` is the adapter's nextHeartbeatAt: kept beside the job, never by save."""
 
     def __init__(self, jobs: Iterable[ExportJob] = ()) -> None:
         self.items: dict[str, ExportJob] = {job.job_id: job for job in jobs}
+        self.next_heartbeats: dict[str, datetime] = {}
         self.created: list[ExportJob] = []  # what each successful create wrote
         self.saves = 0
 
@@ -75,6 +80,61 @@ class InMemoryJobs:  # implements JobRepository
             self.items[job.job_id] = leased
             claimed.append(leased)
         return claimed
+
+    async def claim_due_heartbeats(
+        self, now: datetime, next_at: datetime, limit: int
+    ) -> list[ExportJob]:
+        await asyncio.sleep(0)  # the query
+        due = [job for job in self.items.values() if self._heartbeat_due(job, now)][:limit]
+        claimed = []
+        for job in due:
+            await asyncio.sleep(0)  # one conditional write per job; another replica may win
+            if self._heartbeat_due(self.items[job.job_id], now):
+                self.next_heartbeats[job.job_id] = next_at
+                claimed.append(self.items[job.job_id])
+        return claimed
+
+    def _heartbeat_due(self, job: ExportJob, now: datetime) -> bool:
+        next_at = self.next_heartbeats.get(job.job_id)
+        return (
+            job.status in _HEARTBEATING
+            and job.task_token is not None
+            and (next_at is None or next_at <= now)
+        )
+
+    async def list_owing_callbacks(self, now: datetime, limit: int) -> list[ExportJob]:
+        await asyncio.sleep(0)
+        owing = [
+            job
+            for job in self.items.values()
+            if job.is_terminal
+            and job.task_token is not None
+            and job.callback.status in _OWED
+            and not job.is_leased(now)
+        ]
+        return owing[:limit]
+
+    async def list_stalled(
+        self, status: JobStatus, updated_before: datetime, limit: int
+    ) -> list[ExportJob]:
+        await asyncio.sleep(0)
+        stalled = [
+            job
+            for job in self.items.values()
+            if job.status is status and job.updated_at <= updated_before
+        ]
+        return stalled[:limit]
+
+    async def list_overdue(
+        self, status: JobStatus, created_before: datetime, limit: int
+    ) -> list[ExportJob]:
+        await asyncio.sleep(0)
+        overdue = [
+            job
+            for job in self.items.values()
+            if job.status is status and job.created_at <= created_before
+        ]
+        return overdue[:limit]
 
 
 class InMemoryTasks:  # implements TaskRepository
@@ -125,6 +185,14 @@ class InMemoryTasks:  # implements TaskRepository
         self.jobs.items[job.job_id] = replace(counted, version=job.version + 1)
         return True
 
+    async def release(self, task: DownloadTask, owner: str) -> None:
+        await asyncio.sleep(0)
+        stored = self.items[(task.job_id, task.task_id)]
+        if stored.status is TaskStatus.RUNNING and stored.lease_owner == owner:
+            self.items[(task.job_id, task.task_id)] = replace(
+                stored, status=TaskStatus.PENDING, lease_owner=None, lease_expires_at=None
+            )
+
 
 def _by_index(task: DownloadTask) -> int:
     return task.index
@@ -139,16 +207,27 @@ class RecordingQueue:  # implements WorkQueue
 
 
 class FakeCallbacks:  # implements WorkflowCallbacks
-    """Records every answer with the revealed token; `fail_for` makes a token's calls raise."""
+    """Records every answer with the revealed token; `fail_for` makes a token's calls raise,
+    `fail_heartbeats_for` only its heartbeats; `recover` lets its calls through again.
+    `heartbeats` holds the delivered ones, `heartbeat_attempts` every try."""
 
     def __init__(self) -> None:
         self.successes: list[tuple[str, Mapping[str, object]]] = []
         self.failures: list[tuple[str, str, str]] = []
         self.heartbeats: list[str] = []
+        self.heartbeat_attempts: list[str] = []
         self._errors: dict[str, CallbackError] = {}
+        self._heartbeat_errors: dict[str, CallbackError] = {}
 
     def fail_for(self, token: str, error: CallbackError) -> None:
         self._errors[token] = error
+
+    def fail_heartbeats_for(self, token: str, error: CallbackError) -> None:
+        self._heartbeat_errors[token] = error
+
+    def recover(self, token: str) -> None:
+        self._errors.pop(token, None)
+        self._heartbeat_errors.pop(token, None)
 
     @property
     def calls(self) -> int:
@@ -167,7 +246,27 @@ class FakeCallbacks:  # implements WorkflowCallbacks
         self.failures.append((self._check(token), error, cause))
 
     async def send_heartbeat(self, token: TaskToken) -> None:
+        raw = token.reveal()
+        self.heartbeat_attempts.append(raw)
+        if raw in self._heartbeat_errors:
+            raise self._heartbeat_errors[raw]
         self.heartbeats.append(self._check(token))
+
+
+class InMemoryLeases:  # implements Leases
+    """Like DynamoDbLeases: one conditional put that wins when the lease is free, expired
+    (its end <= now) or already held by the same owner."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, tuple[str, datetime]] = {}
+
+    async def acquire(self, name: str, owner: str, until: datetime, now: datetime) -> bool:
+        await asyncio.sleep(0)
+        current = self.held.get(name)
+        if current is not None and current[0] != owner and current[1] > now:
+            return False
+        self.held[name] = (owner, until)
+        return True
 
 
 class RecordingEvents:  # implements EventPublisher

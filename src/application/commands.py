@@ -40,3 +40,25 @@ class ProcessFileCommand:
     job_id: str
     task_id: str
     owner: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelJobCommand:
+    """Stop a job. `notify_workflow`: answer the workflow with JobCancelled (an operator
+    cancel); False when the workflow itself gave up and its token is dead."""
+
+    job_id: str
+    message: str
+    notify_workflow: bool = True
+    gone_code: str | None = None  # why the workflow is gone, recorded on the callback
+
+
+@dataclass(frozen=True, slots=True)
+class SendHeartbeatsCommand:
+    limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class ReapCommand:
+    owner: str
+    limit: int = 100

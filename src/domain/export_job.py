@@ -128,6 +128,14 @@ class ExportJob:
     def release(self) -> ExportJob:
         return replace(self, lease_owner=None, lease_expires_at=None)
 
+    def leased(self, owner: str, until: datetime) -> ExportJob:
+        """Polling and answering the workflow are leased: whoever holds an unexpired
+        lease is the only one doing it; a dead holder's lease runs out."""
+        return replace(self, lease_owner=owner, lease_expires_at=until)
+
+    def is_leased(self, now: datetime) -> bool:
+        return self.lease_expires_at is not None and self.lease_expires_at > now
+
     def start_downloading(self, total: int, now: datetime) -> ExportJob:
         if total < 0:
             raise InvalidCounters("total tasks cannot be negative")
@@ -158,8 +166,16 @@ class ExportJob:
         record = CallbackRecord(
             CallbackStatus.DELIVERED, self.callback.attempts + 1, self.callback.last_error, now
         )
-        return replace(self, callback=record, updated_at=now)
+        return replace(self, callback=record, updated_at=now).release()
 
-    def callback_failed(self, error_code: str, now: datetime) -> ExportJob:
-        record = CallbackRecord(CallbackStatus.FAILED, self.callback.attempts + 1, error_code, now)
+    def callback_failed(
+        self, error_code: str, now: datetime, *, retryable: bool = False
+    ) -> ExportJob:
+        status = CallbackStatus.RETRYING if retryable else CallbackStatus.FAILED
+        record = CallbackRecord(status, self.callback.attempts + 1, error_code, now)
+        return replace(self, callback=record, updated_at=now).release()
+
+    def workflow_gone(self, error_code: str, now: datetime) -> ExportJob:
+        """The workflow stopped waiting (its token timed out): nobody is left to answer."""
+        record = CallbackRecord(CallbackStatus.FAILED, self.callback.attempts, error_code, now)
         return replace(self, callback=record, updated_at=now)

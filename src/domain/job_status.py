@@ -38,7 +38,8 @@ ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
 class CallbackStatus(StrEnum):
     """Whether the waiting workflow has been answered."""
 
-    NOT_REQUIRED = "NOT_REQUIRED"
-    PENDING = "PENDING"
+    NOT_REQUIRED = "NOT_REQUIRED"  # no task token
+    PENDING = "PENDING"  # the job has not finished yet
     DELIVERED = "DELIVERED"
-    FAILED = "FAILED"
+    RETRYING = "RETRYING"  # throttling/5xx outlasted the retries: the reaper tries again
+    FAILED = "FAILED"  # the workflow will never take this token (used, timed out, unknown)

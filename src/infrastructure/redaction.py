@@ -20,3 +20,15 @@ def redact_url(url: str) -> str:
 
 def redact_text(text: str) -> str:
     return _URL_QUERY.sub(r"\1?<redacted>", text)
+
+
+_TOKEN_FIELD = re.compile(r'("taskToken"\s*:\s*")([^"]*)(")')
+
+
+def mask_message_body(body: str) -> str:
+    """A queue message as an operator may see it: task tokens masked, URL queries gone.
+    Works on bodies that are not valid JSON too (those are what lands in a DLQ)."""
+    from src.domain.task_token import mask_token
+
+    masked = _TOKEN_FIELD.sub(lambda m: m.group(1) + mask_token(m.group(2)) + m.group(3), body)
+    return redact_text(masked)

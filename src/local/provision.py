@@ -200,6 +200,10 @@ def _queue_with_dlq(
     return url, dlq_url
 
 
+CALLBACK_DUE_INDEX = "callbackDue-index"
+CALLBACK_DUE_KEY = "callbackDue"
+
+
 def _job_table_spec() -> dict[str, Any]:
     def index(name: str, hash_key: str) -> dict[str, Any]:
         return {
@@ -214,12 +218,14 @@ def _job_table_spec() -> dict[str, Any]:
     return {
         "AttributeDefinitions": [
             {"AttributeName": name, "AttributeType": "S"}
-            for name in (JOB_TABLE_HASH_KEY, "status", "userId", INDEX_RANGE_KEY)
+            for name in (JOB_TABLE_HASH_KEY, "status", "userId", CALLBACK_DUE_KEY, INDEX_RANGE_KEY)
         ],
         "KeySchema": [{"AttributeName": JOB_TABLE_HASH_KEY, "KeyType": "HASH"}],
         "GlobalSecondaryIndexes": [
             index(STATUS_INDEX, "status"),
             index(USER_ID_INDEX, "userId"),
+            # Sparse: only finished jobs whose workflow is still owed an answer.
+            index(CALLBACK_DUE_INDEX, CALLBACK_DUE_KEY),
         ],
     }
 

@@ -73,6 +73,7 @@ class EmbeddedStack:
             "AWS_ACCESS_KEY_ID": "embedded",
             "AWS_SECRET_ACCESS_KEY": "embedded",
             "EXPORT_API_BASE_URL": self.sandbox.base_url,
+            "DOWNLOAD_ALLOWED_NETWORKS": "127.0.0.1/32",  # the sandbox's files, on loopback
         }
 
     def apply_env(self) -> None:

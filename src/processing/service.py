@@ -63,10 +63,11 @@ class Service:
         await self.stop_event.wait()
         self._ready = False
         _done, pending = await asyncio.wait(workers, timeout=self._grace)
-        for task in pending:
-            task.cancel()
         if pending:
-            log.warning("grace period over; unfinished work left to redelivery")
+            log.warning("grace period over; releasing unfinished work to other replicas")
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=10)
         server.should_exit = True
         await api
         log.info("service stopped")

@@ -139,6 +139,7 @@ def test_provision_is_idempotent_and_complete(
     assert {index["IndexName"] for index in table["GlobalSecondaryIndexes"]} == {
         "status-index",
         "userId-index",
+        "callbackDue-index",
     }
     ttl = ddb.describe_time_to_live(TableName=resources.tasks_table_name)
     assert ttl["TimeToLiveDescription"]["AttributeName"] == "ttl"

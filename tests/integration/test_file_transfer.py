@@ -14,12 +14,14 @@ import pytest
 
 from src.application.ports.file_transfer import TransferFailed
 from src.infrastructure.http.file_transfer import AiohttpFileTransfer, TransferLimits
+from src.infrastructure.http.url_guard import UrlPolicy, open_guarded_session
 from src.local.provision import Resources
 from src.local.sandbox import ExportPlan, SandboxExportApi, listed_checksums
 from src.local.stack import EmbeddedStack
 from tests.integration.conftest import provision_for, service_client, sync_client
 
 MIB = 1024 * 1024
+SANDBOX_ONLY = UrlPolicy.from_setting("127.0.0.1/32")  # what EmbeddedStack.env() sets
 
 
 class RecordingS3:
@@ -64,8 +66,14 @@ async def recording_s3(embedded_stack: EmbeddedStack) -> AsyncIterator[Recording
 
 
 @pytest.fixture
+async def guarded_session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with open_guarded_session(SANDBOX_ONLY) as session:
+        yield session
+
+
+@pytest.fixture
 def make_transfer(
-    http_session: aiohttp.ClientSession, recording_s3: RecordingS3, resources: Resources
+    guarded_session: aiohttp.ClientSession, recording_s3: RecordingS3, resources: Resources
 ) -> Callable[..., AiohttpFileTransfer]:
     def make(bucket: str | None = None, **limits: Any) -> AiohttpFileTransfer:
         settings: dict[str, Any] = {
@@ -76,7 +84,11 @@ def make_transfer(
             **limits,
         }
         return AiohttpFileTransfer(
-            http_session, recording_s3, bucket or resources.bucket, TransferLimits(**settings)
+            guarded_session,
+            recording_s3,
+            bucket or resources.bucket,
+            TransferLimits(**settings),
+            SANDBOX_ONLY,
         )
 
     return make
@@ -365,7 +377,7 @@ async def test_only_http_and_https_urls_are_fetched(make_transfer, recording_s3,
     with pytest.raises(TransferFailed) as failed:
         await make_transfer().transfer(url, "exports/never/0_x.bin")
 
-    assert failed.value.reason == "only http and https URLs are allowed"
+    assert failed.value.reason == "refused by download policy: scheme-not-allowed"
     assert not failed.value.retryable
     assert sum(recording_s3.calls.values()) == 0
 

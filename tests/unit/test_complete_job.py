@@ -123,13 +123,29 @@ async def test_rejected_callback_keeps_the_job_completed_and_records_the_error()
         assert job.callback.attempts == 1
 
 
-async def test_unavailable_callback_is_recorded_and_never_fails_the_job():
+async def test_unavailable_callback_is_left_for_the_reaper_and_never_fails_the_job():
     world = World(downloading(10, 7, 3))
     world.callbacks.fail_for(RAW_TOKEN, CallbackUnavailable("ThrottlingException"))
     await world.use_case.execute(DONE)
     assert world.stored.status is JobStatus.COMPLETED
-    assert world.stored.callback.status is CallbackStatus.FAILED
+    assert world.stored.callback.status is CallbackStatus.RETRYING
     assert world.stored.callback.last_error == "ThrottlingException"
+    assert world.stored.lease_expires_at is None  # the reaper may take it at once
+
+
+async def test_the_winner_holds_the_answer_lease_while_it_answers():
+    world = World(downloading(3, 3, 0))
+    seen = []
+    send = world.callbacks.send_success
+
+    async def spy(token, output):
+        seen.append(world.stored.is_leased(world.clock.now()))
+        await send(token, output)
+
+    world.callbacks.send_success = spy
+    await world.use_case.execute(DONE)
+    assert seen == [True]
+    assert not world.stored.is_leased(world.clock.now())
 
 
 async def test_rejected_callback_log_shows_only_the_masked_token(log_lines):

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Protocol
 
 from src.domain.export_job import ExportJob
+from src.domain.job_status import JobStatus
 
 
 class ConditionFailed(Exception):
@@ -34,4 +35,30 @@ class JobRepository(Protocol):
         """POLLING jobs whose next poll is due and whose lease (if any) has expired,
         leased to `owner` until `until` with one conditional write each, so exactly one
         replica polls a job at a time. A dead owner's lease simply runs out."""
+        ...
+
+    async def claim_due_heartbeats(
+        self, now: datetime, next_at: datetime, limit: int
+    ) -> list[ExportJob]:
+        """Unfinished jobs with a task token whose heartbeat is due; each returned job's
+        next heartbeat is moved to `next_at` by one conditional write, so one replica
+        sends it. Does not change the job's version (it is bookkeeping, not progress)."""
+        ...
+
+    async def list_owing_callbacks(self, now: datetime, limit: int) -> list[ExportJob]:
+        """Finished jobs with a token whose answer was never delivered (the winner died
+        before answering, or delivery is being retried) and whose answer lease (if any)
+        has expired by `now`."""
+        ...
+
+    async def list_stalled(
+        self, status: JobStatus, updated_before: datetime, limit: int
+    ) -> list[ExportJob]:
+        """Jobs in `status` that nobody has touched since `updated_before`."""
+        ...
+
+    async def list_overdue(
+        self, status: JobStatus, created_before: datetime, limit: int
+    ) -> list[ExportJob]:
+        """Jobs in `status` created before `created_before`, progressing or not."""
         ...

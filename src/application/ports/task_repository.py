@@ -35,3 +35,8 @@ class TaskRepository(Protocol):
         atomically. False, with nothing counted, when the task is no longer RUNNING under
         `owner` (already recorded) or the job is no longer DOWNLOADING."""
         ...
+
+    async def release(self, task: DownloadTask, owner: str) -> None:
+        """Give an unfinished task back (PENDING, no lease) if `owner` still holds it, so
+        another worker can take it at once instead of waiting for the lease to expire."""
+        ...

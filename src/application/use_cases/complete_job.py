@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -11,7 +12,11 @@ from src.application.commands import CompleteJobCommand
 from src.application.ports.clock import Clock
 from src.application.ports.event_publisher import EventPublisher
 from src.application.ports.job_repository import ConditionFailed, JobRepository
-from src.application.ports.workflow_callbacks import CallbackError, WorkflowCallbacks
+from src.application.ports.workflow_callbacks import (
+    CallbackError,
+    CallbackUnavailable,
+    WorkflowCallbacks,
+)
 from src.domain.events import JOB_COMPLETED, JOB_FAILED, DomainEvent
 from src.domain.export_job import ExportJob
 from src.domain.job_status import JobStatus
@@ -20,6 +25,7 @@ log = structlog.get_logger(__name__)
 
 
 _MAX_RACES = 5
+CALLBACK_LEASE_OWNER = "callback"
 
 
 class JobNotFound(Exception):
@@ -42,6 +48,9 @@ class CompleteJob:
     callbacks: WorkflowCallbacks
     events: EventPublisher
     clock: Clock
+    # How long the winner owns the answer: longer than one delivery with its retries.
+    # Until it expires the reaper leaves the job alone, so the answer is never sent twice.
+    callback_lease: timedelta = timedelta(seconds=120)
 
     async def execute(self, command: CompleteJobCommand) -> CompleteResult:
         for _ in range(_MAX_RACES):
@@ -62,8 +71,16 @@ class CompleteJob:
     def _finished(self, job: ExportJob, command: CompleteJobCommand) -> ExportJob:
         now = self.clock.now()
         if command.failure is None:
-            return job.complete(now)
-        return job.fail(command.failure.code, command.failure.message, now)
+            finished = job.complete(now)
+        else:
+            finished = job.fail(command.failure.code, command.failure.message, now)
+        return self.lease_answer(finished, now)
+
+    def lease_answer(self, job: ExportJob, now: datetime) -> ExportJob:
+        """Take the answer's lease in the same write that finishes the job."""
+        if not job.has_task_token():
+            return job
+        return job.leased(CALLBACK_LEASE_OWNER, now + self.callback_lease)
 
     async def _announce(self, job: ExportJob) -> ExportJob:
         log.info(
@@ -91,8 +108,14 @@ class CompleteJob:
             else:
                 await self.callbacks.send_failure(job.task_token, answer.error, answer.cause)
         except CallbackError as err:
-            log.error("workflow callback failed", error_code=err.code, task_token=job.task_token)
-            job = job.callback_failed(err.code, self.clock.now())
+            retryable = isinstance(err, CallbackUnavailable)
+            log.error(
+                "workflow callback failed",
+                error_code=err.code,
+                retryable=retryable,
+                task_token=job.task_token,
+            )
+            job = job.callback_failed(err.code, self.clock.now(), retryable=retryable)
         else:
             log.info("workflow answered", task_token=job.task_token, kind=type(answer).__name__)
             job = job.callback_delivered(self.clock.now())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
@@ -68,7 +69,11 @@ class ProcessFile:
         claimed = await self.tasks.claim(task, command.owner, now + self.lease, now)
         if claimed is None:
             return self._busy(await self.tasks.get(command.job_id, command.task_id), now)
-        finished = await self._copy(claimed)
+        try:
+            finished = await self._copy(claimed)
+        except asyncio.CancelledError:  # shutting down: let another worker take it now
+            await asyncio.shield(self.tasks.release(claimed, command.owner))
+            raise
         if not await self.tasks.record_result(finished, command.owner):
             log.info("result already recorded elsewhere", task_id=task.task_id)
             return FileResult(FileOutcome.ALREADY_DONE)

@@ -24,7 +24,14 @@ async def open_client(
 ) -> AsyncIterator[Any]:
     """A dependency-injector Resource: yields the client, closes it at shutdown.
     AWS_ENDPOINT, when set, is used by every client (LocalStack, the emulator)."""
-    config = Config(retries=_RETRIES, max_pool_connections=64)  # type: ignore[arg-type]
+    # read_timeout above SQS's 20 s long poll; bounded so a hung call cannot outlive
+    # the leases that guard the work it belongs to.
+    config = Config(
+        retries=_RETRIES,  # type: ignore[arg-type]
+        max_pool_connections=64,
+        connect_timeout=5,
+        read_timeout=30,
+    )
     async with session.client(  # type: ignore[call-overload]
         service, endpoint_url=settings.aws_endpoint, region_name=settings.aws_region, config=config
     ) as client:

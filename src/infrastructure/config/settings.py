@@ -53,10 +53,24 @@ class Settings(BaseSettings):
     download_timeout_ms: int = Field(300_000, ge=1)
     download_max_attempts: int = Field(3, ge=1)
     download_lease_margin_seconds: float = Field(30, ge=0)
+    # Comma-separated hosts and CIDR networks a download may reach although they are
+    # private or loopback (the embedded sandbox sets 127.0.0.1/32).
+    download_allowed_networks: str = ""
+    download_max_redirects: int = Field(5, ge=0, le=5)
     s3_multipart_threshold_mb: int = Field(8, ge=5)
     s3_part_size_mb: int = Field(8, ge=5)
     s3_parts_in_flight: int = Field(2, ge=1)
+    heartbeat_interval_seconds: float = Field(
+        60, ge=0, description="below the state machine's HeartbeatSeconds; 0 disables"
+    )
     shutdown_grace_seconds: float = Field(30, ge=0)
+    reaper_interval_seconds: float = Field(30, ge=0, description="0 disables the reaper")
+    callback_lease_seconds: float = Field(
+        120, ge=1, description="who answers a workflow owns it this long (covers retries)"
+    )
+    callback_max_attempts: int = Field(10, ge=1)
+    download_stall_seconds: float = Field(600, ge=1)
+    job_timeout_seconds: float = Field(86_400, ge=1)
     instance_id: str = Field(default_factory=_default_instance_id)
 
     # Admin API and logging

@@ -37,8 +37,18 @@ def to_item(job: ExportJob) -> dict[str, Any]:
         "pollDeadline": iso_ms(job.poll.deadline) if job.poll else None,
         "leaseOwner": job.lease_owner,
         "leaseExpiresAt": iso_ms(job.lease_expires_at) if job.lease_expires_at else None,
+        # Sparse index key: present only while a finished job still owes its workflow an
+        # answer (the winner crashed before answering, or delivery is being retried).
+        "callbackDue": "DUE" if owes_callback(job) else None,
         "version": job.version,
     }
+
+
+def owes_callback(job: ExportJob) -> bool:
+    return job.is_terminal and job.callback.status in (
+        CallbackStatus.PENDING,
+        CallbackStatus.RETRYING,
+    )
 
 
 def _poll_state(item: dict[str, Any]) -> PollState | None:

@@ -105,21 +105,98 @@ class DynamoDbJobRepository:  # implements JobRepository
                 continue  # another replica claimed it (or the index was stale)
         return claimed
 
-    async def _due(self, now: datetime, limit: int) -> list[ExportJob]:
-        """POLLING jobs due now and not leased, from the status index (eventually
-        consistent: the conditional claim is what decides)."""
+    async def claim_due_heartbeats(
+        self, now: datetime, next_at: datetime, limit: int
+    ) -> list[ExportJob]:
+        found: list[ExportJob] = []
+        for status in (JobStatus.PROCESSING, JobStatus.POLLING, JobStatus.DOWNLOADING):
+            found += await self._query_status(
+                status,
+                "attribute_exists(taskToken) AND "
+                "(attribute_not_exists(nextHeartbeatAt) OR nextHeartbeatAt <= :now)",
+                {":now": {"S": iso_ms(now)}},
+                limit - len(found),
+            )
+            if len(found) >= limit:
+                break
+        claimed = []
+        for job in found:
+            if await self._move_heartbeat(job, now, next_at):
+                claimed.append(job)
+        return claimed
+
+    async def _move_heartbeat(self, job: ExportJob, now: datetime, next_at: datetime) -> bool:
+        """nextHeartbeatAt is owned by the heartbeat alone: save() never writes it."""
+        try:
+            await self._client.update_item(
+                TableName=self._table,
+                Key={"jobId": {"S": job.job_id}},
+                UpdateExpression="SET nextHeartbeatAt = :next",
+                ConditionExpression="(attribute_not_exists(nextHeartbeatAt) OR "
+                "nextHeartbeatAt <= :now) AND #s IN (:p, :po, :d)",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":next": {"S": iso_ms(next_at)},
+                    ":now": {"S": iso_ms(now)},
+                    ":p": {"S": JobStatus.PROCESSING.value},
+                    ":po": {"S": JobStatus.POLLING.value},
+                    ":d": {"S": JobStatus.DOWNLOADING.value},
+                },
+            )
+        except ClientError as err:
+            if _is_condition_failure(err):
+                return False
+            raise
+        return True
+
+    async def list_owing_callbacks(self, now: datetime, limit: int) -> list[ExportJob]:
+        return await self._query(
+            "callbackDue-index",
+            "callbackDue",
+            "DUE",
+            "attribute_not_exists(leaseExpiresAt) OR leaseExpiresAt <= :now",
+            {":now": {"S": iso_ms(now)}},
+            limit,
+        )
+
+    async def list_stalled(
+        self, status: JobStatus, updated_before: datetime, limit: int
+    ) -> list[ExportJob]:
+        return await self._query_status(
+            status, "updatedAt <= :before", {":before": {"S": iso_ms(updated_before)}}, limit
+        )
+
+    async def list_overdue(
+        self, status: JobStatus, created_before: datetime, limit: int
+    ) -> list[ExportJob]:
+        return await self._query_status(
+            status, "createdAt <= :before", {":before": {"S": iso_ms(created_before)}}, limit
+        )
+
+    async def _query_status(
+        self, status: JobStatus, condition: str, values: dict[str, Any], limit: int
+    ) -> list[ExportJob]:
+        return await self._query("status-index", "status", status.value, condition, values, limit)
+
+    async def _query(
+        self,
+        index: str,
+        key: str,
+        value: str,
+        condition: str,
+        values: dict[str, Any],
+        limit: int,
+    ) -> list[ExportJob]:
+        """Jobs whose index `key` is `value` and that match `condition`, from a GSI
+        (eventually consistent: the conditional write that follows is what decides)."""
         found: list[ExportJob] = []
         kwargs: dict[str, Any] = {
             "TableName": self._table,
-            "IndexName": "status-index",
-            "KeyConditionExpression": "#s = :polling",
-            "FilterExpression": "nextPollAt <= :now AND "
-            "(attribute_not_exists(leaseExpiresAt) OR leaseExpiresAt <= :now)",
-            "ExpressionAttributeNames": {"#s": "status"},
-            "ExpressionAttributeValues": {
-                ":polling": {"S": JobStatus.POLLING.value},
-                ":now": {"S": iso_ms(now)},
-            },
+            "IndexName": index,
+            "KeyConditionExpression": "#k = :key",
+            "FilterExpression": condition,
+            "ExpressionAttributeNames": {"#k": key},
+            "ExpressionAttributeValues": {":key": {"S": value}, **values},
         }
         while len(found) < limit:
             response = await self._client.query(**kwargs)
@@ -128,3 +205,12 @@ class DynamoDbJobRepository:  # implements JobRepository
                 break
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
         return found[:limit]
+
+    async def _due(self, now: datetime, limit: int) -> list[ExportJob]:
+        return await self._query_status(
+            JobStatus.POLLING,
+            "nextPollAt <= :now AND "
+            "(attribute_not_exists(leaseExpiresAt) OR leaseExpiresAt <= :now)",
+            {":now": {"S": iso_ms(now)}},
+            limit,
+        )

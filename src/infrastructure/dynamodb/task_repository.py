@@ -98,6 +98,24 @@ class DynamoDbTaskRepository:  # implements TaskRepository
             raise
         return task_mapping.from_item(from_item(response["Attributes"]))
 
+    async def release(self, task: DownloadTask, owner: str) -> None:
+        try:
+            await self._client.update_item(
+                TableName=self._tasks,
+                Key=self._key(task),
+                UpdateExpression="SET #s = :pending REMOVE leaseOwner, leaseExpiresAt",
+                ConditionExpression="#s = :running AND leaseOwner = :owner",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":pending": {"S": TaskStatus.PENDING.value},
+                    ":running": {"S": TaskStatus.RUNNING.value},
+                    ":owner": {"S": owner},
+                },
+            )
+        except ClientError as err:
+            if _error_code(err) != "ConditionalCheckFailedException":
+                raise
+
     async def record_result(self, task: DownloadTask, owner: str) -> bool:
         counter = "completedTasks" if task.status is TaskStatus.COMPLETED else "failedTasks"
         try:

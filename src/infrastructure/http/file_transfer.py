@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -11,8 +13,10 @@ import aiohttp
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from yarl import URL
 
 from src.application.ports.file_transfer import TransferFailed, TransferResult
+from src.infrastructure.http.url_guard import UnsafeUrl, UrlPolicy, open_guarded_session
 from src.infrastructure.redaction import redact_url
 from src.infrastructure.s3.streaming_upload import S3StreamingUpload
 
@@ -20,6 +24,7 @@ log = structlog.get_logger(__name__)
 
 _CHUNK = 256 * 1024
 _MIB = 1024 * 1024
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,24 +36,56 @@ class TransferLimits:
     multipart_threshold: int = 8 * _MIB
     parts_in_flight: int = 2
     backoff_seconds: float = 0.5
+    max_redirects: int = 5
 
 
 def _retryable(err: BaseException) -> bool:
     return isinstance(err, TransferFailed) and err.retryable
 
 
+def _refused(err: UnsafeUrl, url: str | URL) -> TransferFailed:
+    log.warning("download refused", rule=err.rule, url=redact_url(str(url)))
+    return TransferFailed(f"refused by download policy: {err.rule}")
+
+
+def _time_left(deadline: float) -> aiohttp.ClientTimeout:
+    left = deadline - asyncio.get_running_loop().time()
+    if left <= 0:
+        raise TimeoutError
+    return aiohttp.ClientTimeout(total=left)
+
+
+async def open_file_transfer(
+    s3: Any, bucket: str, limits: TransferLimits, allowed_networks: str
+) -> AsyncIterator[AiohttpFileTransfer]:
+    """The transfer with its own guarded session, closed on shutdown (container Resource)."""
+    policy = UrlPolicy.from_setting(allowed_networks)
+    async with open_guarded_session(policy) as session:
+        yield AiohttpFileTransfer(session, s3, bucket, limits, policy)
+
+
 class AiohttpFileTransfer:  # implements FileTransfer
     """4xx answers (except 408 and 429), size and checksum mismatches fail at once;
     network errors, timeouts and 5xx are retried a bounded number of times. A failed
-    upload is aborted, so no truncated object is ever left under the key."""
+    upload is aborted, so no truncated object is ever left under the key.
+
+    Every URL, redirects included, must pass `policy`; `session` must come from
+    `open_guarded_session(policy)` so that resolved addresses are checked too. A refused
+    URL fails at once, its reason naming the rule, never the URL's query string."""
 
     def __init__(
-        self, session: aiohttp.ClientSession, s3: Any, bucket: str, limits: TransferLimits
+        self,
+        session: aiohttp.ClientSession,
+        s3: Any,
+        bucket: str,
+        limits: TransferLimits,
+        policy: UrlPolicy,
     ) -> None:
         self._session = session
         self._s3 = s3
         self._bucket = bucket
         self._limits = limits
+        self._policy = policy
 
     async def transfer(
         self,
@@ -58,8 +95,10 @@ class AiohttpFileTransfer:  # implements FileTransfer
         expected_size: int | None = None,
         expected_sha256: str | None = None,
     ) -> TransferResult:
-        if not url.lower().startswith(("http://", "https://")):
-            raise TransferFailed("only http and https URLs are allowed")
+        try:
+            checked = self._policy.check_url(url)
+        except UnsafeUrl as err:
+            raise _refused(err, url) from None
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._limits.max_attempts),
             wait=wait_exponential_jitter(
@@ -73,7 +112,7 @@ class AiohttpFileTransfer:  # implements FileTransfer
             async for attempt in retrying:
                 with attempt:
                     tried += 1
-                    result = await self._once(url, key, expected_size, expected_sha256)
+                    result = await self._once(checked, key, expected_size, expected_sha256)
                     return replace(result, attempts=tried)
         except TransferFailed as err:
             err.attempts = tried
@@ -81,13 +120,15 @@ class AiohttpFileTransfer:  # implements FileTransfer
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _once(
-        self, url: str, key: str, expected_size: int | None, expected_sha256: str | None
+        self, url: URL, key: str, expected_size: int | None, expected_sha256: str | None
     ) -> TransferResult:
-        timeout = aiohttp.ClientTimeout(total=self._limits.timeout_seconds)
+        deadline = asyncio.get_running_loop().time() + self._limits.timeout_seconds
         try:
-            async with self._session.get(url, timeout=timeout) as response:
+            async with await self._follow(url, deadline) as response:
                 self._check_response(response, expected_size)
                 return await self._stream(response, key, expected_size, expected_sha256)
+        except UnsafeUrl as err:
+            raise _refused(err, url) from None
         except TimeoutError:
             raise TransferFailed("download timed out", retryable=True) from None
         except aiohttp.ClientError as err:
@@ -100,6 +141,23 @@ class AiohttpFileTransfer:  # implements FileTransfer
             raise TransferFailed(f"storage failed ({code})", retryable=retryable) from None
         except BotoCoreError as err:
             raise TransferFailed(f"storage failed ({type(err).__name__})", retryable=True) from None
+
+    async def _follow(self, url: URL, deadline: float) -> aiohttp.ClientResponse:
+        """GET `url`, following redirects ourselves so that each target is checked first."""
+        for hop in range(self._limits.max_redirects + 1):
+            response = await self._session.get(
+                url, allow_redirects=False, timeout=_time_left(deadline)
+            )
+            if response.status not in _REDIRECTS:
+                return response
+            response.release()
+            location = response.headers.get(aiohttp.hdrs.LOCATION)
+            if location is None:
+                raise TransferFailed(f"HTTP {response.status} redirect without a Location")
+            if hop == self._limits.max_redirects:
+                break
+            url = self._policy.check_redirect(url, location)
+        raise UnsafeUrl("too-many-redirects")
 
     def _check_response(self, response: aiohttp.ClientResponse, expected: int | None) -> None:
         status = response.status

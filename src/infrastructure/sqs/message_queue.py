@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,6 +9,7 @@ import structlog
 from botocore.exceptions import ClientError
 
 from src.application.ports.message_queue import QueueMessage
+from src.infrastructure.sqs.dead_letters import dead_letter_queue_url
 
 log = structlog.get_logger(__name__)
 
@@ -79,18 +79,7 @@ class SqsMessageQueue:  # implements MessageQueue
     async def _dead_letter_queue(self) -> str | None:
         if self._dlq_url is None:
             try:
-                attrs = await self._client.get_queue_attributes(
-                    QueueUrl=self._url, AttributeNames=["RedrivePolicy"]
-                )
+                self._dlq_url = await dead_letter_queue_url(self._client, self._url)
             except ClientError:
                 return None
-            policy = attrs.get("Attributes", {}).get("RedrivePolicy")
-            if not policy:
-                return None
-            arn = json.loads(policy)["deadLetterTargetArn"]
-            _, _, _, _, account, name = arn.split(":", 5)
-            response = await self._client.get_queue_url(
-                QueueName=name, QueueOwnerAWSAccountId=account
-            )
-            self._dlq_url = response["QueueUrl"]
         return self._dlq_url

@@ -101,6 +101,11 @@ class SqsConsumer:
             with structlog.contextvars.bound_contextvars(message_id=message.message_id):
                 outcome = await self._handle(message)
                 await self._settle(message, outcome)
+        except asyncio.CancelledError:
+            # Shutdown ran out of grace: hand the message back at once for another replica.
+            log.warning("in-flight message released", consumer=self.name)
+            await self._release([message])
+            raise
         finally:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,0 +1,133 @@
+"""ReapStuckJobs: find work that fell through the cracks and push it on, or end it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timedelta
+
+import structlog
+
+from src.application.commands import CompleteJobCommand, ReapCommand
+from src.application.ports.clock import Clock
+from src.application.ports.job_repository import ConditionFailed, JobRepository
+from src.application.ports.leases import Leases
+from src.application.ports.task_repository import TaskRepository
+from src.application.ports.work_queue import TaskRef, WorkQueue
+from src.application.use_cases.complete_job import CompleteJob
+from src.domain.download_task import TaskStatus
+from src.domain.errors import JobErrorCode
+from src.domain.export_job import ExportJob, JobError
+from src.domain.job_status import JobStatus
+
+log = structlog.get_logger(__name__)
+
+LEASE_NAME = "reaper"
+
+
+@dataclass(frozen=True, slots=True)
+class ReaperPolicy:
+    lease: timedelta = timedelta(seconds=60)
+    callback_lease: timedelta = timedelta(seconds=120)  # one delivery with its retries
+    max_callback_attempts: int = 10
+    stall_after: timedelta = timedelta(minutes=10)  # DOWNLOADING with no progress
+    job_deadline: timedelta = timedelta(hours=24)  # from creation, whatever happens
+
+
+@dataclass(frozen=True, slots=True)
+class ReapReport:
+    ran: bool
+    callbacks_retried: int = 0
+    callbacks_abandoned: int = 0
+    tasks_redriven: int = 0
+    jobs_finished: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ReapStuckJobs:
+    """Holds a lease so one replica reaps at a time. Answers workflows still owed an
+    answer (bounded attempts), re-queues download tasks of stalled jobs whose work items
+    were lost (PENDING, or RUNNING under an expired lease), completes jobs whose last
+    file was recorded but not followed by CompleteJob, and fails jobs past the overall
+    deadline with a callback (ProcessingError)."""
+
+    jobs: JobRepository
+    tasks: TaskRepository
+    queue: WorkQueue
+    complete_job: CompleteJob
+    leases: Leases
+    clock: Clock
+    policy: ReaperPolicy
+
+    async def execute(self, command: ReapCommand) -> ReapReport:
+        now = self.clock.now()
+        if not await self.leases.acquire(LEASE_NAME, command.owner, now + self.policy.lease, now):
+            return ReapReport(ran=False)
+        retried, abandoned = await self._callbacks(now, command.limit)
+        redriven, finished = await self._stalled_downloads(now, command.limit)
+        report = ReapReport(True, retried, abandoned, redriven, finished)
+        if retried or abandoned or redriven or finished:
+            log.info("reaper round", **asdict(report))
+        return report
+
+    async def _callbacks(self, now: datetime, limit: int) -> tuple[int, int]:
+        retried = abandoned = 0
+        for job in await self.jobs.list_owing_callbacks(now, limit):
+            with structlog.contextvars.bound_contextvars(job_id=job.job_id):
+                if job.callback.attempts >= self.policy.max_callback_attempts:
+                    log.error("giving up on the workflow callback", attempts=job.callback.attempts)
+                    await self._save_quietly(job.workflow_gone("CallbackAttemptsExhausted", now))
+                    abandoned += 1
+                    continue
+                lease = job.leased(LEASE_NAME, now + self.policy.callback_lease)
+                try:  # claim the answer: a concurrent writer makes ours fail
+                    claimed = await self.jobs.save(replace(lease, updated_at=now))
+                except ConditionFailed:
+                    continue
+                await self.complete_job.answer(claimed)
+                retried += 1
+        return retried, abandoned
+
+    async def _stalled_downloads(self, now: datetime, limit: int) -> tuple[int, int]:
+        redriven = finished = 0
+        overdue = await self.jobs.list_overdue(
+            JobStatus.DOWNLOADING, now - self.policy.job_deadline, limit
+        )
+        for job in overdue:  # past the deadline whatever its progress
+            with structlog.contextvars.bound_contextvars(job_id=job.job_id):
+                hours = self.policy.job_deadline.total_seconds() / 3600
+                failure = JobError(
+                    JobErrorCode.PROCESSING_ERROR, f"Job did not finish within {hours:g} hours"
+                )
+                await self.complete_job.execute(CompleteJobCommand(job.job_id, failure))
+                finished += 1
+        done = {job.job_id for job in overdue}
+        stalled_before = now - self.policy.stall_after
+        for job in await self.jobs.list_stalled(JobStatus.DOWNLOADING, stalled_before, limit):
+            if job.job_id in done:
+                continue
+            with structlog.contextvars.bound_contextvars(job_id=job.job_id):
+                if job.all_files_done:
+                    await self.complete_job.execute(CompleteJobCommand(job.job_id))
+                    finished += 1
+                else:
+                    redriven += await self._redrive(job, now)
+        return redriven, finished
+
+    async def _redrive(self, job: ExportJob, now: datetime) -> int:
+        lost = [
+            TaskRef(t.job_id, t.task_id, t.index)
+            for t in await self.tasks.list_for_job(job.job_id)
+            if t.status is TaskStatus.PENDING
+            or (t.status is TaskStatus.RUNNING and not t.is_leased(now))
+        ]
+        if lost:
+            log.warning("re-queueing lost download tasks", count=len(lost))
+            await self.queue.publish(lost)
+        await self._save_quietly(replace(job, updated_at=now))  # not stalled again at once
+        return len(lost)
+
+    async def _save_quietly(self, job: ExportJob) -> None:
+        try:
+            await self.jobs.save(job)
+        except ConditionFailed:
+            log.info("job changed meanwhile; the reaper leaves it")

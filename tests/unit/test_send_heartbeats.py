@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from src.application.commands import SendHeartbeatsCommand
+from src.application.ports.workflow_callbacks import CallbackRejected, CallbackUnavailable
+from src.application.use_cases.cancel_job import CancelJob
+from src.application.use_cases.complete_job import CompleteJob
+from src.application.use_cases.send_heartbeats import SendHeartbeats
+from src.domain.errors import JobErrorCode
+from src.domain.events import JOB_CANCELLED
+from src.domain.export_job import ExportJob
+from src.domain.job_status import CallbackStatus, JobStatus
+from tests.fakes import T0, FakeCallbacks, FixedClock, InMemoryJobs, RecordingEvents
+from tests.unit.builders import JOB_ID, RAW_TOKEN, a_job
+
+INTERVAL = timedelta(seconds=60)
+BEAT = SendHeartbeatsCommand()
+RUNNING = [JobStatus.PROCESSING, JobStatus.POLLING, JobStatus.DOWNLOADING]
+FINISHED = [JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED]
+
+
+class World:
+    def __init__(self, *jobs: ExportJob) -> None:
+        self.jobs = InMemoryJobs(jobs)
+        self.callbacks = FakeCallbacks()
+        self.events = RecordingEvents()
+        self.clock = FixedClock(T0 + timedelta(seconds=1))
+        self.use_case = self.replica()
+
+    def replica(self) -> SendHeartbeats:
+        """Another service replica: its own use case objects over the same shared state."""
+        complete = CompleteJob(self.jobs, self.callbacks, self.events, self.clock)
+        cancel = CancelJob(self.jobs, complete, self.events, self.clock)
+        return SendHeartbeats(self.jobs, self.callbacks, cancel, self.clock, INTERVAL)
+
+    @property
+    def stored(self) -> ExportJob:
+        return self.jobs.items[JOB_ID]
+
+
+def job_number(n: int, status: JobStatus = JobStatus.DOWNLOADING) -> ExportJob:
+    return a_job(
+        status=status, job_id=f"123e4567-e89b-12d3-a456-42661417400{n}", token=f"{RAW_TOKEN}{n}"
+    )
+
+
+@pytest.mark.parametrize("status", RUNNING)
+async def test_due_job_gets_one_heartbeat_and_its_next_one_moves_by_the_interval(status):
+    job = a_job(status=status)
+    world = World(job)
+    now = world.clock.now()
+    report = await world.use_case.execute(BEAT)
+    assert report.sent == 1
+    assert world.callbacks.heartbeats == [RAW_TOKEN]
+    assert world.jobs.next_heartbeats[JOB_ID] == now + INTERVAL
+    assert world.stored == job  # bookkeeping only: same version, nothing else changed
+    assert world.callbacks.calls == 0
+
+
+async def test_heartbeat_is_not_sent_again_before_the_interval_has_passed():
+    world = World(a_job(status=JobStatus.POLLING))
+    await world.use_case.execute(BEAT)
+    again = await world.use_case.execute(BEAT)
+    assert again.sent == 0
+    world.clock.advance(INTERVAL.total_seconds() - 1)
+    assert (await world.use_case.execute(BEAT)).sent == 0
+    assert world.callbacks.heartbeats == [RAW_TOKEN]
+
+
+async def test_next_heartbeat_is_sent_once_the_interval_has_passed():
+    world = World(a_job(status=JobStatus.POLLING))
+    await world.use_case.execute(BEAT)
+    world.clock.advance(INTERVAL.total_seconds())
+    report = await world.use_case.execute(BEAT)
+    assert report.sent == 1
+    assert world.callbacks.heartbeats == [RAW_TOKEN, RAW_TOKEN]
+    assert world.jobs.next_heartbeats[JOB_ID] == world.clock.now() + INTERVAL
+
+
+async def test_job_without_token_gets_no_heartbeat():
+    world = World(a_job(status=JobStatus.DOWNLOADING, token=None))
+    report = await world.use_case.execute(BEAT)
+    assert report.sent == 0
+    assert world.callbacks.heartbeat_attempts == []
+
+
+@pytest.mark.parametrize("status", FINISHED)
+async def test_finished_job_gets_no_heartbeat(status):
+    world = World(a_job(status=status, total=1, completed=1))
+    report = await world.use_case.execute(BEAT)
+    assert report.sent == 0
+    assert world.callbacks.heartbeat_attempts == []
+
+
+async def test_job_that_finished_since_its_last_heartbeat_gets_no_more():
+    world = World(a_job(status=JobStatus.DOWNLOADING, total=1, completed=1))
+    await world.use_case.execute(BEAT)
+    world.jobs.items[JOB_ID] = world.stored.complete(world.clock.now())
+    world.clock.advance(INTERVAL.total_seconds())
+    assert (await world.use_case.execute(BEAT)).sent == 0
+    assert world.callbacks.heartbeats == [RAW_TOKEN]
+
+
+async def test_two_replicas_at_once_send_one_heartbeat_per_due_job():
+    jobs = [job_number(n) for n in range(3)]
+    world = World(*jobs)
+    reports = await asyncio.gather(world.use_case.execute(BEAT), world.replica().execute(BEAT))
+    assert sum(report.sent for report in reports) == 3
+    assert sorted(world.callbacks.heartbeats) == sorted(job.task_token.reveal() for job in jobs)
+
+
+async def test_limit_bounds_one_round():
+    world = World(*(job_number(n) for n in range(3)))
+    assert (await world.use_case.execute(SendHeartbeatsCommand(limit=2))).sent == 2
+    assert (await world.use_case.execute(SendHeartbeatsCommand(limit=2))).sent == 1
+    assert len(set(world.callbacks.heartbeats)) == 3
+
+
+@pytest.mark.parametrize("code", ["TaskTimedOut", "TaskDoesNotExist", "InvalidToken"])
+async def test_rejected_heartbeat_cancels_the_job_without_answering(code):
+    world = World(a_job(status=JobStatus.DOWNLOADING, total=4, completed=1))
+    world.callbacks.fail_heartbeats_for(RAW_TOKEN, CallbackRejected(code, "gone"))
+    report = await world.use_case.execute(BEAT)
+    assert report.cancelled == 1
+    assert world.stored.status is JobStatus.CANCELLED
+    assert world.stored.error is not None
+    assert world.stored.error.code == JobErrorCode.CANCELLED
+    assert code in world.stored.error.message
+    assert world.stored.callback.status is CallbackStatus.FAILED
+    assert world.stored.callback.last_error == code
+    assert world.callbacks.failures == []  # the send_failure path is open: none was sent
+    assert world.callbacks.successes == []
+    assert world.events.names == [JOB_CANCELLED]
+
+
+async def test_unavailable_heartbeat_leaves_the_job_alone_and_is_retried_next_time():
+    job = a_job(status=JobStatus.POLLING)
+    world = World(job)
+    world.callbacks.fail_heartbeats_for(RAW_TOKEN, CallbackUnavailable("ThrottlingException"))
+    report = await world.use_case.execute(BEAT)
+    assert report.cancelled == 0
+    assert world.stored == job
+    assert world.jobs.saves == 0
+    assert world.events.events == []
+    assert world.callbacks.heartbeats == []
+    assert world.callbacks.heartbeat_attempts == [RAW_TOKEN]
+
+    world.callbacks.recover(RAW_TOKEN)
+    world.clock.advance(INTERVAL.total_seconds())
+    assert (await world.use_case.execute(BEAT)).sent == 1
+    assert world.callbacks.heartbeats == [RAW_TOKEN]
+    assert world.stored == job
