@@ -82,8 +82,18 @@ class SqsConsumer:
         log.info("consumer stopped", consumer=self.name)
 
     async def drain(self) -> None:
-        if self._in_flight:
-            await asyncio.gather(*self._in_flight, return_exceptions=True)
+        """Wait for in-flight work. Cancelled (the grace period is over): cancel it and
+        still wait a little, so each message is handed back before the process exits."""
+        pending = set(self._in_flight)
+        if not pending:
+            return
+        try:
+            await asyncio.wait(pending)
+        except asyncio.CancelledError:
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=10)
+            raise
 
     async def _release(self, messages: Sequence[QueueMessage]) -> None:
         for message in messages:
