@@ -14,7 +14,7 @@ import contextlib
 import functools
 import hashlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -205,6 +205,8 @@ class SandboxExportApi:
         self._stopping: asyncio.Event | None = None
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
+        self._fault: Callable[[], str | None] | None = None
+        self.faults_injected = 0
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -321,9 +323,28 @@ class SandboxExportApi:
 
     # ---- handlers --------------------------------------------------------------------
 
+    def set_fault(self, fault: Callable[[], str | None] | None, hang_seconds: float = 5.0) -> None:
+        """Fault injection for every status call: `fault()` returns "500", "hang" or None.
+        A hang lasts `hang_seconds` (longer than the client's timeout) then answers 503."""
+        self._fault = fault
+        self._hang_seconds = hang_seconds
+
+    async def _injected(self) -> web.StreamResponse | None:
+        kind = self._fault() if self._fault is not None else None
+        if kind is None:
+            return None
+        self.faults_injected += 1
+        if kind == "hang":
+            await self._stopped_within(self._hang_seconds)
+            return web.Response(status=503, text="sandbox hung")
+        return web.Response(status=500, text="Internal Server Error (injected)")
+
     async def _export_status(self, request: web.Request) -> web.StreamResponse:
         export_id = request.match_info["exportId"]
         poll = self._counters.increment("poll", export_id)
+        injected = await self._injected()
+        if injected is not None:
+            return injected
         if export_id == MISSING_EXPORT_ID:
             return web.json_response({"message": "export not found"}, status=404)
         plan = ExportPlan.parse(export_id)

@@ -1,0 +1,135 @@
+"""A 20-job workload for the fault-injection suite, and how to check nothing was lost."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+
+from src.local.sandbox import SandboxExportApi
+from src.local.stack import EmbeddedStack
+from tests.support.aws import Aws
+
+# Settings that make leases, visibility and retries short enough for a bounded suite.
+FAST = {
+    "POLLING_INTERVAL_MS": "300",
+    "POLLING_MAX_INTERVAL_MS": "1000",
+    "POLLER_TICK_MS": "200",
+    "POLL_LEASE_SECONDS": "2",
+    "SQS_WAIT_TIME_SECONDS": "1",
+    "SQS_VISIBILITY_TIMEOUT": "4",
+    "DOWNLOAD_TIMEOUT_MS": "4000",
+    "DOWNLOAD_MAX_ATTEMPTS": "2",
+    "DOWNLOAD_LEASE_MARGIN_SECONDS": "1",
+    "EXPORT_API_TIMEOUT": "1000",
+    "EXPORT_API_MAX_RETRIES": "2",
+    "REAPER_INTERVAL_SECONDS": "1",
+    "CALLBACK_LEASE_SECONDS": "10",
+    "DOWNLOAD_STALL_SECONDS": "8",
+    "SHUTDOWN_GRACE_SECONDS": "3",
+}
+
+# (export spec, execution status, execution error, files expected in S3)
+PLAN = (
+    [("files-3-filedelay-300", "SUCCEEDED", None, 3)] * 12
+    + [("files-4-fail-1-filedelay-200", "FAILED", "JobCompletedWithFailures", 3)] * 3
+    + [("pending-3-files-2", "SUCCEEDED", None, 2)] * 2
+    + [("files-0", "SUCCEEDED", None, 0)]
+    + [("pending-1-failed", "FAILED", "ExportFailed", 0)] * 2
+)
+assert len(PLAN) == 20
+
+
+@dataclass(frozen=True)
+class Run:
+    job_id: str
+    export_id: str
+    arn: str
+    status: str
+    error: str | None
+    files: int
+
+
+@dataclass(frozen=True)
+class Result:
+    scenario: str
+    jobs: int
+    faults: int
+    lost: int
+    duplicates: int
+    refused_sends: int
+    problems: tuple[str, ...]
+
+
+RESULTS: list[Result] = []
+
+
+def start(aws: Aws) -> list[Run]:
+    runs = []
+    for spec, status, error, files in PLAN:
+        job_id, export_id = str(uuid.uuid4()), f"f{uuid.uuid4().hex[:8]}-{spec}"
+        arn = aws.start_execution({"jobId": job_id, "exportId": export_id, "userId": "faults"})
+        runs.append(Run(job_id, export_id, arn, status, error, files))
+    return runs
+
+
+def callback_calls(stack: EmbeddedStack) -> int:
+    return sum(stack.aws.calls(op) for op in ("SendTaskSuccess", "SendTaskFailure"))
+
+
+def verify(
+    scenario: str,
+    aws: Aws,
+    runs: list[Run],
+    *,
+    faults: int,
+    timeout: float = 150.0,
+) -> Result:
+    """Every job terminal with the expected outcome, exactly one answer per workflow (from
+    its history), every object whole (sha256)."""
+    deadline = time.monotonic() + timeout
+    problems: list[str] = []
+    lost = duplicates = 0
+    for run in runs:
+        execution = _finished(aws, run.arn, deadline)
+        job = aws.job(run.job_id)
+        if execution is None or job is None or job["status"] not in ("COMPLETED", "FAILED"):
+            lost += 1
+            problems.append(f"{run.export_id}: not finished ({job and job['status']})")
+            continue
+        answers = [e for e in aws.history(run.arn) if e["type"] in ("TaskSucceeded", "TaskFailed")]
+        if len(answers) != 1:
+            duplicates += 1
+        if (execution["status"], execution.get("error")) != (run.status, run.error):
+            problems.append(f"{run.export_id}: {execution['status']} {execution.get('error')}")
+        problems += _objects(aws, run)
+    result = Result(scenario, len(runs), faults, lost, duplicates, 0, tuple(problems))
+    RESULTS.append(result)
+    return result
+
+
+def _finished(aws: Aws, arn: str, deadline: float) -> dict | None:
+    while time.monotonic() < deadline:
+        described = aws.sfn.describe_execution(executionArn=arn)
+        if described["status"] != "RUNNING":
+            return described
+        time.sleep(0.5)
+    return None
+
+
+def _objects(aws: Aws, run: Run) -> list[str]:
+    import hashlib
+
+    keys = aws.keys(f"exports/{run.job_id}/")
+    problems = [] if len(keys) == run.files else [f"{run.export_id}: {len(keys)} objects"]
+    for key in keys:
+        index = int(key.rsplit("/", 1)[1].split("_", 1)[0])
+        digest = hashlib.sha256(aws.object_bytes(key)).hexdigest()
+        if digest != SandboxExportApi.file_sha256(run.export_id, index, 1024):
+            problems.append(f"{key}: truncated or corrupt")
+    return problems
+
+
+def describe(result: Result) -> str:
+    return json.dumps(result.__dict__, default=list)
