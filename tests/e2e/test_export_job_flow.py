@@ -208,6 +208,21 @@ def test_malformed_messages_are_rejected_with_a_reason_and_the_consumer_goes_on(
     assert any("jobId: Field required" in reason for reason in bodies.values())
 
 
+def test_the_admin_api_exposes_callback_and_download_counters(service: ServiceProcess) -> None:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{service.port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    delivered = [
+        line for line in text.splitlines()
+        if line.startswith("export_callbacks_total{") and 'outcome="delivered"' in line
+    ]  # fmt: skip
+    assert delivered and all(float(line.rsplit(" ", 1)[1]) >= 1 for line in delivered)
+    assert 'export_callbacks_total{code="TaskTimedOut",kind="success",outcome="rejected"}' in text
+    assert 'export_downloads_total{outcome="failed"}' in text
+    assert 'export_downloads_total{outcome="stored"}' in text
+
+
 def test_no_full_task_token_ever_appears_in_the_service_logs(
     aws: Aws, service: ServiceProcess
 ) -> None:

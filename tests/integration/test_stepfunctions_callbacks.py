@@ -214,3 +214,23 @@ async def test_throttling_that_clears_within_the_retries_is_invisible(
 
     assert throttled == 2
     assert aws.calls("SendTaskHeartbeat") - calls_before == 3
+
+
+async def test_every_callback_outcome_is_counted(callbacks, sfn, sqs, resources) -> None:
+    from prometheus_client import REGISTRY
+
+    def count(kind: str, outcome: str, code: str) -> float:
+        labels = {"kind": kind, "outcome": outcome, "code": code}
+        return REGISTRY.get_sample_value("export_callbacks_total", labels) or 0.0
+
+    before = {
+        "delivered": count("success", "delivered", ""),
+        "rejected": count("success", "rejected", "InvalidToken"),
+    }
+    execution = start_and_take_token(sfn, sqs, resources)
+    await callbacks.send_success(execution.token, {"n": 1})
+    with pytest.raises(CallbackRejected):
+        await callbacks.send_success(TaskToken(f"bogus-{uuid.uuid4()}"), {})
+
+    assert count("success", "delivered", "") == before["delivered"] + 1
+    assert count("success", "rejected", "InvalidToken") == before["rejected"] + 1

@@ -17,6 +17,7 @@ from yarl import URL
 
 from src.application.ports.file_transfer import TransferFailed, TransferResult
 from src.infrastructure.http.url_guard import UnsafeUrl, UrlPolicy, open_guarded_session
+from src.infrastructure.metrics import DOWNLOAD_BYTES, DOWNLOADS
 from src.infrastructure.redaction import redact_url
 from src.infrastructure.s3.streaming_upload import S3StreamingUpload
 
@@ -94,6 +95,18 @@ class AiohttpFileTransfer:  # implements FileTransfer
         *,
         expected_size: int | None = None,
         expected_sha256: str | None = None,
+    ) -> TransferResult:
+        try:
+            result = await self._transfer(url, key, expected_size, expected_sha256)
+        except TransferFailed:
+            DOWNLOADS.labels("failed").inc()
+            raise
+        DOWNLOADS.labels("stored").inc()
+        DOWNLOAD_BYTES.inc(result.bytes)
+        return result
+
+    async def _transfer(
+        self, url: str, key: str, expected_size: int | None, expected_sha256: str | None
     ) -> TransferResult:
         try:
             checked = self._policy.check_url(url)

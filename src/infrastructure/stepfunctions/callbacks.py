@@ -10,6 +10,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from src.application.ports.workflow_callbacks import CallbackRejected, CallbackUnavailable
 from src.domain.task_token import TaskToken
+from src.infrastructure.metrics import CALLBACKS
 
 # The workflow will never take this token again: retrying cannot help.
 PERMANENT = frozenset(
@@ -26,26 +27,38 @@ class StepFunctionsCallbacks:  # implements WorkflowCallbacks
 
     async def send_success(self, token: TaskToken, output: Mapping[str, object]) -> None:
         await self._call(
-            self._client.send_task_success, taskToken=token.reveal(), output=json.dumps(output)
+            "success",
+            self._client.send_task_success,
+            taskToken=token.reveal(),
+            output=json.dumps(output),
         )
 
     async def send_failure(self, token: TaskToken, error: str, cause: str) -> None:
         await self._call(
-            self._client.send_task_failure, taskToken=token.reveal(), error=error, cause=cause
+            "failure",
+            self._client.send_task_failure,
+            taskToken=token.reveal(),
+            error=error,
+            cause=cause,
         )
 
     async def send_heartbeat(self, token: TaskToken) -> None:
-        await self._call(self._client.send_task_heartbeat, taskToken=token.reveal())
+        await self._call("heartbeat", self._client.send_task_heartbeat, taskToken=token.reveal())
 
     @staticmethod
-    async def _call(operation: Callable[..., Awaitable[Any]], **kwargs: Any) -> None:
+    async def _call(kind: str, operation: Callable[..., Awaitable[Any]], **kwargs: Any) -> None:
+        """Every outcome is counted: delivered, rejected (permanent) or unavailable."""
         try:
             await operation(**kwargs)
         except ClientError as err:
             # Never pass botocore's message on: it may echo request parameters.
             code = err.response.get("Error", {}).get("Code", "Unknown")
             if code in PERMANENT:
+                CALLBACKS.labels(kind, "rejected", code).inc()
                 raise CallbackRejected(code) from None
+            CALLBACKS.labels(kind, "unavailable", code).inc()
             raise CallbackUnavailable(code) from None
         except BotoCoreError as err:
+            CALLBACKS.labels(kind, "unavailable", type(err).__name__).inc()
             raise CallbackUnavailable(type(err).__name__) from None
+        CALLBACKS.labels(kind, "delivered", "").inc()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fastapi import FastAPI, Response, status
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 
 def create_app(is_ready: Callable[[], bool]) -> FastAPI:
@@ -20,5 +21,10 @@ def create_app(is_ready: Callable[[], bool]) -> FastAPI:
             return {"status": "ready"}
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
         return {"status": "starting"}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        """Prometheus text format: callbacks and downloads by outcome."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
