@@ -299,3 +299,20 @@ def _state_machine(sfn: Any, name: str, definition: str) -> str:
         name=name, definition=definition, roleArn=STATE_MACHINE_ROLE_ARN, type="STANDARD"
     )
     return str(created["stateMachineArn"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m src.local.provision --endpoint http://localstack:4566` (docker-compose)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Create the service's AWS resources.")
+    parser.add_argument("--endpoint", required=True, help="AWS endpoint (LocalStack, emulator)")
+    parser.add_argument("--region", default="us-east-1")
+    parser.add_argument("--prefix", default="")
+    args = parser.parse_args(argv)
+    resources = provision(args.endpoint, args.region, name_prefix=args.prefix)
+    print(json.dumps(resources.as_env(), indent=2))
+
+
+if __name__ == "__main__":
+    main()
