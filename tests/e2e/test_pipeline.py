@@ -228,3 +228,23 @@ def test_sigkill_while_polling_and_while_downloading_loses_nothing(
     assert (downloaded["completedTasks"], downloaded["failedTasks"]) == (20, 0)
     _assert_objects(aws, download_job, download_export, 20)
     assert _callbacks(embedded_stack) - before == 2
+
+
+def test_a_traversal_file_name_lands_under_the_jobs_prefix_with_a_safe_name(
+    aws: Aws, env: dict[str, str], services: list[ServiceProcess], tmp_path: Path
+) -> None:
+    _start(services, env, tmp_path)
+    export_id = _export("files-2-traversal")
+    job_id, arn = _run(aws, export_id)
+
+    assert aws.wait_execution(arn)["status"] == "SUCCEEDED"
+
+    assert aws.keys(f"exports/{job_id}/") == [
+        f"exports/{job_id}/0_passwd",
+        f"exports/{job_id}/1_file-1.bin",
+    ]
+    everything = aws.keys("")
+    assert not [k for k in everything if "etc/passwd" in k or k.startswith(("/", "."))]
+    assert aws.object_bytes(f"exports/{job_id}/0_passwd") == SandboxExportApi.file_bytes(
+        export_id, 0, 1024
+    )
