@@ -30,7 +30,7 @@ lint: $(VENV)/.synced
 	$(VENV)/bin/lint-imports
 
 test: lint
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest --basetemp=$(CURDIR)/.pytest_tmp
 
 unit: $(VENV)/.synced
 	$(VENV)/bin/pytest tests/unit

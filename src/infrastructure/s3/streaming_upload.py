@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from typing import Any
 
 
@@ -42,9 +43,7 @@ class S3StreamingUpload:
         if self._upload_id is None and len(self._buffer) < self._threshold:
             return
         while len(self._buffer) >= self._part_size:
-            part = bytes(self._buffer[: self._part_size])
-            del self._buffer[: self._part_size]
-            await self._start_part(part)
+            await self._start_part(self._part_size)
 
     async def complete(self, metadata: dict[str, str]) -> None:
         if self._upload_id is None:
@@ -54,8 +53,7 @@ class S3StreamingUpload:
             self._buffer.clear()
             return
         if self._buffer or not self._tasks:  # no empty extra part after an exact fit
-            await self._start_part(bytes(self._buffer))
-            self._buffer.clear()
+            await self._start_part(len(self._buffer))
         await self._drain()
         parts = sorted(self._parts, key=lambda p: p["PartNumber"])
         await self._client.complete_multipart_upload(
@@ -80,7 +78,9 @@ class S3StreamingUpload:
                 Bucket=self._bucket, Key=self._key, UploadId=self._upload_id
             )
 
-    async def _start_part(self, data: bytes) -> None:
+    async def _start_part(self, size: int) -> None:
+        """Wait for an upload slot *before* cutting the part, so no finished part waits in
+        memory: at most `parts_in_flight` parts exist besides the buffer."""
         if self._upload_id is None:
             created = await self._client.create_multipart_upload(Bucket=self._bucket, Key=self._key)
             self._upload_id = created["UploadId"]
@@ -90,9 +90,19 @@ class S3StreamingUpload:
             self._slots.release()
             raise failed[0].exception()  # type: ignore[misc]
         number, self._next_part = self._next_part, self._next_part + 1
-        self._tasks.append(asyncio.create_task(self._upload_part(number, data)))
+        self._tasks.append(asyncio.create_task(self._upload_part(number, self._cut(size))))
 
-    async def _upload_part(self, number: int, data: bytes) -> None:
+    def _cut(self, size: int) -> io.BytesIO:
+        """One copy of the part, into a buffer the HTTP client can send as it is (a
+        BytesIO made from `bytes` would be copied again when aiohttp takes its view)."""
+        body = io.BytesIO()
+        with memoryview(self._buffer) as view:
+            body.write(view[:size])
+        del self._buffer[:size]
+        body.seek(0)
+        return body
+
+    async def _upload_part(self, number: int, data: io.BytesIO) -> None:
         try:
             response = await self._client.upload_part(
                 Bucket=self._bucket,
