@@ -69,6 +69,12 @@ def _reaper_policy(s: Settings) -> ReaperPolicy:
     )
 
 
+def _poll_lease(s: Settings) -> timedelta:
+    """Long enough for one poll with all its retries, so it never outlives its lease."""
+    budget = s.export_api_timeout_seconds * (s.export_api_max_retries + 1) + 5
+    return timedelta(seconds=max(s.poll_lease_seconds, budget))
+
+
 def _consumer_settings(s: Settings, concurrency: int) -> ConsumerSettings:
     return ConsumerSettings(
         max_messages=s.sqs_max_messages,
@@ -170,7 +176,7 @@ class Container(containers.DeclarativeContainer):
         complete_job=complete_job,
         clock=clock,
         policy=poll_policy,
-        lease=providers.Callable(lambda s: timedelta(seconds=s.poll_lease_seconds), settings),
+        lease=providers.Callable(_poll_lease, settings),
     )
     process_file = providers.Factory(
         ProcessFile,

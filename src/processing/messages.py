@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -17,6 +18,11 @@ _PRINTABLE = re.compile(r"[^\x00-\x1f\x7f-\x9f]+")
 _TOKEN = re.compile(r"[\x21-\x7e]+")  # visible ASCII, no whitespace
 MAX_ID_CHARS = 256
 MAX_TOKEN_CHARS = 1024  # Step Functions' limit
+# metadata is stored on the job item (DynamoDB: 400 KB per item, numbers of at most 38
+# digits between 1e-130 and 1e126, 32 levels of nesting): refuse what it cannot hold.
+MAX_METADATA_BYTES = 192 * 1024  # leaves room for the rest of the item
+MAX_METADATA_DEPTH = 16
+_NUMBER_LIMIT = 10**38
 
 
 class ExportJobMessage(BaseModel):
@@ -36,6 +42,18 @@ class ExportJobMessage(BaseModel):
     def _uuid(cls, value: str) -> str:
         if not _UUID.fullmatch(value):  # fullmatch: `$` would let a trailing newline in
             raise ValueError("jobId must be a hyphenated UUID")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _storable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            size = len(json.dumps(value, allow_nan=False, separators=(",", ":")).encode())
+        except ValueError:
+            raise ValueError("metadata must not contain NaN or Infinity") from None
+        if size > MAX_METADATA_BYTES:
+            raise ValueError(f"metadata is {size} bytes, over the {MAX_METADATA_BYTES} limit")
+        _check_storable(value, depth=1)
         return value
 
     @field_validator("export_id", "user_id")
@@ -62,6 +80,22 @@ class ExportJobMessage(BaseModel):
             metadata=self.metadata,
             task_token=TaskToken(self.task_token) if self.task_token else None,
         )
+
+
+def _check_storable(value: Any, depth: int) -> None:
+    if depth > MAX_METADATA_DEPTH:
+        raise ValueError(f"metadata is nested deeper than {MAX_METADATA_DEPTH} levels")
+    if isinstance(value, dict):
+        for item in value.values():
+            _check_storable(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_storable(item, depth + 1)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) >= _NUMBER_LIMIT:
+            raise ValueError("metadata numbers must have at most 38 digits")
+    elif isinstance(value, float) and value != 0 and not 1e-129 < abs(value) < 1e125:
+        raise ValueError("metadata number out of range")
 
 
 def describe_validation_error(err: ValidationError) -> str:

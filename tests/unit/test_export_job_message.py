@@ -203,3 +203,32 @@ def test_reason_for_broken_json_does_not_echo_the_body():
 
 def test_reason_names_the_field_and_the_problem():
     assert reason_for(without("userId")) == "userId: Field required"
+
+
+@pytest.mark.parametrize(
+    ("metadata", "reason"),
+    [
+        ('{"n": NaN}', "NaN or Infinity"),
+        ('{"n": 1e400}', "NaN or Infinity"),
+        ('{"n": ' + "1" * 45 + "}", "38 digits"),
+        ('{"n": 1e200}', "out of range"),
+        ('{"b": "' + "x" * 200_000 + '"}', "over the"),
+        ('{"a": ' * 20 + "1" + "}" * 20, "nested deeper"),
+    ],
+)
+def test_metadata_the_job_table_cannot_store_is_invalid_with_a_reason(metadata, reason):
+    body = (
+        '{"jobId": "123e4567-e89b-12d3-a456-426614174000", "exportId": "e", "userId": "u",'
+        f' "metadata": {metadata}}}'
+    )
+    with pytest.raises(ValidationError) as err:
+        ExportJobMessage.model_validate_json(body)
+    assert reason in describe_validation_error(err.value)
+
+
+def test_ordinary_metadata_with_floats_and_nesting_is_valid():
+    body = (
+        '{"jobId": "123e4567-e89b-12d3-a456-426614174000", "exportId": "e", "userId": "u",'
+        ' "metadata": {"ratio": 0.25, "big": 12345678901234567890, "l": [1, {"a": null}]}}'
+    )
+    assert ExportJobMessage.model_validate_json(body).metadata["ratio"] == 0.25
