@@ -1,0 +1,49 @@
+"""Runs every benchmark, each in its own process (moto's backends are process-global).
+
+    python -m bench.run [--only NAME ...] [-- extra args for every benchmark]
+
+Each benchmark prints its own table and writes bench/results/<name>.json. The exit code
+is the first non-zero exit code of a benchmark (1 incorrect result, 2 over a budget)."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+
+from bench.common import ROOT
+
+# name -> module; each module's main() takes its own flags (see its --help)
+BENCHMARKS = {
+    "stream_1gib": "bench.stream_1gib",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    extra: list[str] = []
+    if "--" in argv:
+        at = argv.index("--")
+        argv, extra = argv[:at], argv[at + 1 :]
+    parser = argparse.ArgumentParser(description="Run the benchmarks")
+    parser.add_argument("--only", action="append", choices=sorted(BENCHMARKS))
+    args = parser.parse_args(argv)
+    names = args.only or list(BENCHMARKS)
+
+    outcomes: list[tuple[str, int, float]] = []
+    for name in names:
+        print(f"=== {name} ===", flush=True)
+        began = time.monotonic()
+        code = subprocess.call([sys.executable, "-m", BENCHMARKS[name], *extra], cwd=ROOT)
+        outcomes.append((name, code, time.monotonic() - began))
+
+    print("\n=== summary ===")
+    verdicts = {0: "ok", 1: "INCORRECT", 2: "OVER BUDGET"}
+    for name, code, seconds in outcomes:
+        print(f"{name:<20} {verdicts.get(code, f'exit {code}'):<12} {seconds:6.0f}s")
+    return next((code for _, code, _ in outcomes if code != 0), 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
