@@ -16,7 +16,7 @@ from src.application.ports.file_transfer import FileTransfer, TransferFailed
 from src.application.ports.job_repository import JobRepository
 from src.application.ports.task_repository import TaskRepository
 from src.application.use_cases.complete_job import CompleteJob
-from src.domain.download_task import DownloadTask
+from src.domain.download_task import DownloadTask, TaskStatus
 from src.domain.events import TASK_COMPLETED, TASK_FAILED, DomainEvent
 from src.domain.job_status import JobStatus
 
@@ -77,7 +77,7 @@ class ProcessFile:
         if not await self.tasks.record_result(finished, command.owner):
             log.info("result already recorded elsewhere", task_id=task.task_id)
             return FileResult(FileOutcome.ALREADY_DONE)
-        name = TASK_COMPLETED if finished.status.value == "COMPLETED" else TASK_FAILED
+        name = TASK_COMPLETED if finished.status is TaskStatus.COMPLETED else TASK_FAILED
         await self.events.publish(
             DomainEvent(name, task.job_id, self.clock.now(), {"taskId": task.task_id})
         )
