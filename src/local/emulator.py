@@ -244,6 +244,9 @@ class EmbeddedAws:
         )
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        # The interpreter logs every failed execution at ERROR with its whole state
+        # (a workflow taking its Catch is normal here): keep that out of the console.
+        logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
         _patch_moto()
         self._middleware = _Middleware(DomainDispatcherApplication(create_backend_app))
         # Binding port 0 here reserves the free port at once (no pick-then-bind race); the
