@@ -61,7 +61,8 @@ def _poll_policy(s: Settings) -> PollPolicy:
 
 def _reaper_policy(s: Settings) -> ReaperPolicy:
     return ReaperPolicy(
-        lease=timedelta(seconds=max(60.0, 2 * s.reaper_interval_seconds)),
+        # A dead reaper's lease runs out after three rounds; overlap is harmless anyway.
+        lease=timedelta(seconds=max(5.0, 3 * s.reaper_interval_seconds)),
         callback_lease=timedelta(seconds=s.callback_lease_seconds),
         max_callback_attempts=s.callback_max_attempts,
         stall_after=timedelta(seconds=s.download_stall_seconds),

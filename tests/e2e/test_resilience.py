@@ -177,3 +177,43 @@ def test_dlq_cli_lists_with_tokens_masked_and_redrives(aws: Aws, env: dict[str, 
     ).get("Messages", [])
     assert [m["Body"] for m in received] == [body]
     assert cli("list").stdout == ""
+
+
+def test_lost_work_items_are_requeued_by_the_reaper(
+    aws: Aws, env: dict[str, str], services: list[ServiceProcess], tmp_path: Path,
+    embedded_stack: EmbeddedStack,
+) -> None:  # fmt: skip
+    """A replica dies mid-download and its work items are gone from the queue (purged
+    here; in production: a DLQ'd message, an operator's mistake). The reaper finds the
+    stalled job and re-queues what is not done; the job completes with one answer."""
+    overrides = {
+        "DOWNLOAD_STALL_SECONDS": "2",
+        "DOWNLOAD_CONCURRENCY": "1",
+        # the dead replica's task lease: 3 s x 1 attempt + 1 s
+        "DOWNLOAD_TIMEOUT_MS": "3000",
+        "DOWNLOAD_MAX_ATTEMPTS": "1",
+        "DOWNLOAD_LEASE_MARGIN_SECONDS": "1",
+    }
+    victim = ServiceProcess(env, tmp_path / "victim.log", **overrides).start()
+    services.append(victim)
+    before = _callbacks(embedded_stack)
+    job_id, export_id = str(uuid.uuid4()), f"t{uuid.uuid4().hex[:8]}-files-6-filedelay-800"
+    arn = aws.start_execution({"jobId": job_id, "exportId": export_id, "userId": "u"})
+    wait_for(
+        lambda: (
+            (j := aws.job(job_id)) and j["status"] == "DOWNLOADING" and j["completedTasks"] >= 1
+        ),
+        60,
+        "downloading",
+    )
+    victim.kill()
+    aws.sqs.purge_queue(QueueUrl=env["SQS_DOWNLOAD_TASKS_URL"])
+
+    survivor = ServiceProcess(env, tmp_path / "survivor.log", **overrides).start()
+    services.append(survivor)
+
+    assert aws.wait_execution(arn, timeout=90)["status"] == "SUCCEEDED"
+    assert '"re-queueing lost download tasks"' in survivor.logs()
+    keys = aws.keys(f"exports/{job_id}/")
+    assert keys == sorted(f"exports/{job_id}/{i}_file-{i}.bin" for i in range(6))
+    assert _callbacks(embedded_stack) - before == 1
