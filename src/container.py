@@ -243,6 +243,7 @@ class Container(containers.DeclarativeContainer):
         ),
         tick_seconds=providers.Callable(lambda s: s.poller_tick_ms / 1000, settings),
         batch=settings.provided.poller_batch_size,
+        parallel_rounds=settings.provided.poller_parallel_rounds,
     )
     heartbeater = providers.Factory(
         Periodic,

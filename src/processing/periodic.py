@@ -1,4 +1,4 @@
-"""Periodic: a loop that runs one round of a use case every tick until stopped."""
+"""Periodic: a loop that runs rounds of a use case every tick until stopped."""
 
 from __future__ import annotations
 
@@ -13,8 +13,13 @@ log = structlog.get_logger(__name__)
 
 class Periodic:
     """Holds no job state: schedules and leases are in DynamoDB, so a restarted or an
-    additional replica simply picks up whatever is due. A round that reports a full
-    batch (`work >= batch`) is followed at once by another one."""
+    additional replica simply picks up whatever is due.
+
+    With `parallel_rounds` = 1, a round that reports a full batch (`work >= batch`) is
+    followed at once by another one. With more, a new round may start every tick while
+    earlier ones are still running (up to that many at once), so one slow call (an Export
+    API that hangs until its timeout) does not hold up everything else that is due;
+    rounds never take the same job, since each claims its jobs under a lease."""
 
     def __init__(
         self,
@@ -23,21 +28,41 @@ class Periodic:
         *,
         tick_seconds: float,
         batch: int,
+        parallel_rounds: int = 1,
     ) -> None:
         self.name = name
         self._round = round_
         self._tick = tick_seconds
         self._batch = batch
+        self._parallel = max(1, parallel_rounds)
+        self._running: set[asyncio.Task[int]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("periodic worker started", worker=self.name)
         while not stop.is_set():
-            work = 0
-            try:
-                work = await self._round()
-            except Exception as err:  # the next round tries again; nothing is lost
-                log.error("round failed", worker=self.name, error=type(err).__name__)
+            if len(self._running) < self._parallel:
+                task = asyncio.create_task(self._guarded())
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+            work = await self._wait_for_round_or_tick(stop)
             if work < self._batch:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self._tick)
+        if self._running:
+            await asyncio.wait(set(self._running))
         log.info("periodic worker stopped", worker=self.name)
+
+    async def _wait_for_round_or_tick(self, stop: asyncio.Event) -> int:
+        """One round at a time: wait for it and report its work. Several: go on at once
+        (the tick paces new rounds) unless every slot is busy."""
+        if self._parallel == 1 or len(self._running) >= self._parallel:
+            done, _ = await asyncio.wait(set(self._running), return_when=asyncio.FIRST_COMPLETED)
+            return max((t.result() for t in done), default=0)
+        return 0
+
+    async def _guarded(self) -> int:
+        try:
+            return await self._round()
+        except Exception as err:  # the next round tries again; nothing is lost
+            log.error("round failed", worker=self.name, error=type(err).__name__)
+            return 0

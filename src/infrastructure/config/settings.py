@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     poll_lease_seconds: int = Field(60, ge=1)
     poller_tick_ms: int = Field(1_000, ge=10)
     poller_batch_size: int = Field(25, ge=1)
+    poller_parallel_rounds: int = Field(4, ge=1, description="rounds that may overlap")
     dispatch_batch_size: int = Field(10, ge=1, le=10)
     download_concurrency: int = Field(32, ge=1)
     download_timeout_ms: int = Field(300_000, ge=1)
