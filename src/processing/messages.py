@@ -17,7 +17,7 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 _PRINTABLE = re.compile(r"[^\x00-\x1f\x7f-\x9f]+")
 _TOKEN = re.compile(r"[\x21-\x7e]+")  # visible ASCII, no whitespace
 MAX_ID_CHARS = 256
-MAX_TOKEN_CHARS = 1024  # Step Functions' limit
+MAX_TOKEN_CHARS = 2048  # Step Functions' TaskToken limit (botocore model)
 # metadata is stored on the job item (DynamoDB: 400 KB per item, numbers of at most 38
 # digits between 1e-130 and 1e126, 32 levels of nesting): refuse what it cannot hold.
 MAX_METADATA_BYTES = 192 * 1024  # leaves room for the rest of the item
@@ -28,7 +28,7 @@ _NUMBER_LIMIT = 10**38
 class ExportJobMessage(BaseModel):
     """`{jobId, exportId, userId, metadata?, taskToken?, callbackUrl?}`; unknown fields ignored."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore")  # only the contract's camelCase names
 
     job_id: StrictStr = Field(alias="jobId")
     export_id: StrictStr = Field(alias="exportId", min_length=1, max_length=MAX_ID_CHARS)

@@ -39,17 +39,22 @@ class Periodic:
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("periodic worker started", worker=self.name)
-        while not stop.is_set():
-            if len(self._running) < self._parallel:
-                task = asyncio.create_task(self._guarded())
-                self._running.add(task)
-                task.add_done_callback(self._running.discard)
-            work = await self._wait_for_round_or_tick(stop)
-            if work < self._batch:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self._tick)
-        if self._running:
-            await asyncio.wait(set(self._running))
+        try:
+            while not stop.is_set():
+                if len(self._running) < self._parallel:
+                    task = asyncio.create_task(self._guarded())
+                    self._running.add(task)
+                    task.add_done_callback(self._running.discard)
+                work = await self._wait_for_round_or_tick(stop)
+                if work < self._batch:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), self._tick)
+            if self._running:
+                await asyncio.wait(set(self._running))
+        except asyncio.CancelledError:  # grace over: rounds stop; their leases run out
+            for task in self._running:
+                task.cancel()
+            raise
         log.info("periodic worker stopped", worker=self.name)
 
     async def _wait_for_round_or_tick(self, stop: asyncio.Event) -> int:

@@ -62,16 +62,20 @@ def test_sigterm_during_downloads_exits_within_grace_and_the_job_completes_on_ne
     first = ServiceProcess(env, tmp_path / "first.log", DOWNLOAD_CONCURRENCY="2").start()
     services.append(first)
     before = _callbacks(embedded_stack)
-    job_id, export_id = str(uuid.uuid4()), f"t{uuid.uuid4().hex[:8]}-files-8-filedelay-6000"
+    job_id, export_id = str(uuid.uuid4()), f"t{uuid.uuid4().hex[:8]}-files-8-filedelay-10000"
     arn = aws.start_execution({"jobId": job_id, "exportId": export_id, "userId": "u"})
-    wait_for(
-        lambda: (
-            (j := aws.job(job_id)) and j["status"] == "DOWNLOADING" and j["completedTasks"] >= 2
-        ),
-        60,
-        "downloads under way",
-    )
-    time.sleep(2)  # the next two files are now mid-download (each takes 6 s)
+
+    def running() -> int:
+        items = aws.ddb.query(
+            TableName=env["DYNAMODB_TASKS_TABLE_NAME"],
+            KeyConditionExpression="jobId = :j",
+            ExpressionAttributeValues={":j": {"S": job_id}},
+            ConsistentRead=True,
+        )["Items"]
+        return sum(1 for i in items if i["status"]["S"] == "RUNNING")
+
+    wait_for(lambda: running() >= 2, 60, "two downloads under way")
+    time.sleep(1)  # each takes 10 s: both are still mid-download when the grace runs out
 
     started = time.monotonic()
     code = first.terminate(timeout=30)

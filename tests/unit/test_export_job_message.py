@@ -156,8 +156,8 @@ def test_non_string_token_is_invalid():
     assert "taskToken" in reason_for(with_(taskToken=12345))
 
 
-def test_token_over_1024_characters_is_invalid():
-    assert "taskToken" in reason_for(with_(taskToken="A" * 1025))
+def test_token_over_2048_characters_is_invalid():  # Step Functions allows 2048
+    assert "taskToken" in reason_for(with_(taskToken="A" * 2049))
 
 
 @pytest.mark.parametrize("body", ["not json", "[]", '"a string"', "", '{"jobId": '])
@@ -190,7 +190,7 @@ def test_reason_never_contains_a_valid_token_sent_with_other_mistakes():
         with_(userId=["SENSITIVE-VALUE"]),
         with_(jobId="SENSITIVE-VALUE"),
         with_(metadata="SENSITIVE-VALUE"),
-        with_(taskToken="A" * 1025 + "SENSITIVE-VALUE"),
+        with_(taskToken="A" * 2049 + "SENSITIVE-VALUE"),
     ],
 )
 def test_reason_never_contains_the_input_values(body: dict[str, Any]):
@@ -232,3 +232,18 @@ def test_ordinary_metadata_with_floats_and_nesting_is_valid():
         ' "metadata": {"ratio": 0.25, "big": 12345678901234567890, "l": [1, {"a": null}]}}'
     )
     assert ExportJobMessage.model_validate_json(body).metadata["ratio"] == 0.25
+
+
+def test_a_2048_character_token_is_valid():
+    assert ExportJobMessage.model_validate_json(json.dumps(with_(taskToken="A" * 2048))).task_token
+
+
+def test_snake_case_field_names_are_not_the_contract():
+    body = json.dumps(
+        {
+            "job_id": "123e4567-e89b-12d3-a456-426614174000",
+            "export_id": "e",
+            "user_id": "u",
+        }
+    )
+    assert "jobId" in reason_for(body)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
@@ -15,7 +16,7 @@ from src.application.ports.event_publisher import EventPublisher
 from src.application.ports.file_transfer import FileTransfer, TransferFailed
 from src.application.ports.job_repository import JobRepository
 from src.application.ports.task_repository import TaskRepository
-from src.application.use_cases.complete_job import CompleteJob
+from src.application.use_cases.complete_job import CompleteJob, JobNotFound
 from src.domain.download_task import DownloadTask, TaskStatus
 from src.domain.events import TASK_COMPLETED, TASK_FAILED, DomainEvent
 from src.domain.job_status import JobStatus
@@ -59,6 +60,10 @@ class ProcessFile:
             log.warning("work item for an unknown task", task_id=command.task_id)
             return FileResult(FileOutcome.UNKNOWN)
         if task.status.is_terminal:
+            # Its recorder may have died before finishing the job: finish it if due
+            # (CompleteJob does nothing unless every file is counted and nobody won yet).
+            with contextlib.suppress(JobNotFound):  # the job item expired meanwhile
+                await self.complete_job.execute(CompleteJobCommand(command.job_id))
             return FileResult(FileOutcome.ALREADY_DONE)
         job = await self.jobs.get(command.job_id)
         if job is None or job.is_terminal:

@@ -14,7 +14,10 @@ _deserializer = TypeDeserializer()
 
 def _plain(value: Any) -> Any:
     if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
+        # An integral value of 38+ digits as an int could not be written back (DynamoDB
+        # keeps 38 significant digits): keep those as floats.
+        integral = value == value.to_integral_value() and value.adjusted() < 38
+        return int(value) if integral else float(value)
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list):

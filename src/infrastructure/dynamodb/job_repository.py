@@ -36,8 +36,9 @@ class DynamoDbJobRepository:  # implements JobRepository
                 ConditionExpression="attribute_not_exists(jobId)",
             )
         except ClientError as err:
-            if _is_condition_failure(err):
-                return False
+            code = err.response.get("Error", {}).get("Code")
+            if _is_condition_failure(err) or code == "TransactionConflictException":
+                return False  # another replica has it (or will, next round)
             raise
         return True
 
@@ -144,8 +145,9 @@ class DynamoDbJobRepository:  # implements JobRepository
                 },
             )
         except ClientError as err:
-            if _is_condition_failure(err):
-                return False
+            code = err.response.get("Error", {}).get("Code")
+            if _is_condition_failure(err) or code == "TransactionConflictException":
+                return False  # another replica has it (or will, next round)
             raise
         return True
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -16,6 +17,11 @@ from src.infrastructure.dynamodb import task_mapping
 from src.infrastructure.dynamodb.codec import from_item, to_attr
 
 _PUT_CONCURRENCY = 16
+_TRANSACTION_ATTEMPTS = 6
+
+
+class _Contended(Exception):
+    """The transaction was cancelled for a reason other than a failed condition."""
 
 
 def _error_code(err: ClientError) -> str:
@@ -80,7 +86,9 @@ class DynamoDbTaskRepository:  # implements TaskRepository
                 Key=self._key(task),
                 UpdateExpression="SET #s = :running, leaseOwner = :owner, "
                 "leaseExpiresAt = :until ADD attempts :one",
-                ConditionExpression="#s = :pending OR (#s = :running AND leaseExpiresAt <= :now)",
+                # The owner may take its own task again (its earlier try was cut short).
+                ConditionExpression="#s = :pending OR (#s = :running AND "
+                "(leaseExpiresAt <= :now OR leaseOwner = :owner))",
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={
                     ":running": {"S": TaskStatus.RUNNING.value},
@@ -117,6 +125,18 @@ class DynamoDbTaskRepository:  # implements TaskRepository
                 raise
 
     async def record_result(self, task: DownloadTask, owner: str) -> bool:
+        """Conflicts with other writers of the same job item (many workers finishing
+        files at once) are retried: only a failed *condition* means "already recorded"."""
+        for attempt in range(1, _TRANSACTION_ATTEMPTS + 1):
+            try:
+                return await self._record_once(task, owner)
+            except _Contended:
+                if attempt == _TRANSACTION_ATTEMPTS:
+                    raise
+                await asyncio.sleep(random.uniform(0, 0.05 * 2**attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _record_once(self, task: DownloadTask, owner: str) -> bool:
         counter = "completedTasks" if task.status is TaskStatus.COMPLETED else "failedTasks"
         try:
             await self._client.transact_write_items(
@@ -128,9 +148,11 @@ class DynamoDbTaskRepository:  # implements TaskRepository
         except ClientError as err:
             if _error_code(err) != "TransactionCanceledException":
                 raise
-            reasons = err.response.get("CancellationReasons", [])
-            job_refused = len(reasons) > 1 and reasons[1].get("Code") == "ConditionalCheckFailed"
-            task_refused = reasons and reasons[0].get("Code") == "ConditionalCheckFailed"
+            codes = [r.get("Code", "None") for r in err.response.get("CancellationReasons", [])]
+            task_refused = len(codes) > 0 and codes[0] == "ConditionalCheckFailed"
+            job_refused = len(codes) > 1 and codes[1] == "ConditionalCheckFailed"
+            if not (task_refused or job_refused):
+                raise _Contended(",".join(codes)) from err  # conflict or throttling: retry
             if job_refused and not task_refused:
                 await self._record_task_only(task, owner)  # job ended: keep the file's story
             return False

@@ -57,10 +57,17 @@ class SqsConsumer:
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("consumer started", consumer=self.name)
-        while not stop.is_set():
-            await self._slots.acquire()  # room for at least one more message
-            free = 1 + self._free_slots()
-            self._slots.release()
+        try:
+            await self._receive_until(stop)
+        except asyncio.CancelledError:  # the grace period is over while still receiving
+            await self._abandon()
+            raise
+        await self.drain()
+        log.info("consumer stopped", consumer=self.name)
+
+    async def _receive_until(self, stop: asyncio.Event) -> None:
+        while await self._room_for_more(stop):
+            free = self._free_slots()
             try:
                 wanted = min(self._settings.max_messages, free)
                 messages = await self._queue.receive(
@@ -72,14 +79,26 @@ class SqsConsumer:
                 continue
             if stop.is_set():  # received while stopping: hand them straight back
                 await self._release(messages)
-                break
+                return
             for message in messages:
                 await self._slots.acquire()
                 task = asyncio.create_task(self._process(message))
                 self._in_flight.add(task)
                 task.add_done_callback(self._in_flight.discard)
-        await self.drain()
-        log.info("consumer stopped", consumer=self.name)
+
+    async def _room_for_more(self, stop: asyncio.Event) -> bool:
+        """Wait until a slot is free, or until asked to stop (whichever comes first)."""
+        acquire = asyncio.create_task(self._slots.acquire())
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({acquire, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if acquire.done() and not acquire.cancelled():
+                self._slots.release()  # only looking: the messages take their own slots
+            else:
+                acquire.cancel()
+        return not stop.is_set()
 
     async def drain(self) -> None:
         """Wait for in-flight work. Cancelled (the grace period is over): cancel it and
@@ -90,10 +109,15 @@ class SqsConsumer:
         try:
             await asyncio.wait(pending)
         except asyncio.CancelledError:
-            for task in pending:
-                task.cancel()
-            await asyncio.wait(pending, timeout=10)
+            await self._abandon()
             raise
+
+    async def _abandon(self) -> None:
+        pending = set(self._in_flight)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=10)
 
     async def _release(self, messages: Sequence[QueueMessage]) -> None:
         for message in messages:
