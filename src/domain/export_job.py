@@ -117,9 +117,9 @@ class ExportJob:
         return replace(moved, poll=PollState.start(now, policy or PollPolicy()))
 
     def polled(self, now: datetime, policy: PollPolicy) -> ExportJob:
-        """One more attempt made: next one backs off; the lease is given back."""
-        assert self.poll is not None, "not polling"
-        state = self.poll.after_attempt(now, policy)
+        """One more attempt made: next one backs off; the lease is given back. (A job
+        left POLLING by the original service has no schedule yet: it starts one now.)"""
+        state = (self.poll or PollState.start(now, policy)).after_attempt(now, policy)
         return replace(self, poll=state, updated_at=now).release()
 
     def polling_exhausted(self, now: datetime, policy: PollPolicy) -> bool:

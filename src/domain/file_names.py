@@ -6,7 +6,9 @@ import re
 import unicodedata
 
 MAX_NAME_CHARS = 200
-_UNSAFE = re.compile(r"[^A-Za-z0-9._ ()+=,@-]")
+# Keep the name as the Export API gave it (any language) except the characters AWS
+# advises against in object keys; directories and control characters go earlier.
+_UNSAFE = re.compile(r'[\\{}^%`\[\]"<>~#|?*]')
 
 
 def safe_file_name(raw: str, index: int) -> str:

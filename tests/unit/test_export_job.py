@@ -239,3 +239,16 @@ def test_callback_failed_records_the_error_code_and_attempts():
 def test_duration_is_never_negative():
     job = replace(a_job(status=S.COMPLETED), completed_at=T0 - timedelta(seconds=5))
     assert job.duration_ms() == 0
+
+
+def test_a_job_left_polling_without_a_schedule_starts_one_when_polled():
+    # The original service wrote POLLING without nextPollAt: after a drop-in swap the
+    # poller takes it and the backoff schedule starts there.
+    from src.domain.polling import PollPolicy
+
+    policy = PollPolicy()
+    legacy = replace(a_job(status=JobStatus.POLLING), poll=None)
+    polled = legacy.polled(T0, policy)
+    assert polled.poll is not None
+    assert polled.poll.attempts == 1
+    assert polled.poll.deadline == T0 + policy.deadline

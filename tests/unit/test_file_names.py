@@ -94,3 +94,8 @@ def test_names_at_the_limit_are_kept_whole():
 
 def test_same_name_twice_gets_distinct_keys_by_index():
     assert object_key("exports/", JOB_ID, 0, "a.csv") != object_key("exports/", JOB_ID, 1, "a.csv")
+
+
+def test_names_in_any_language_are_kept_as_given():
+    assert safe_file_name("résumé 2026 データ.csv", 0) == "résumé 2026 データ.csv"
+    assert safe_file_name("o'brien & co!.csv", 1) == "o'brien & co!.csv"

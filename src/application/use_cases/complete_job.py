@@ -50,7 +50,7 @@ class CompleteJob:
     clock: Clock
     # How long the winner owns the answer: longer than one delivery with its retries.
     # Until it expires the reaper leaves the job alone, so the answer is never sent twice.
-    callback_lease: timedelta = timedelta(seconds=120)
+    callback_lease: timedelta = timedelta(seconds=300)
 
     async def execute(self, command: CompleteJobCommand) -> CompleteResult:
         for _ in range(_MAX_RACES):

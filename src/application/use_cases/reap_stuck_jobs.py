@@ -27,7 +27,7 @@ LEASE_NAME = "reaper"
 @dataclass(frozen=True, slots=True)
 class ReaperPolicy:
     lease: timedelta = timedelta(seconds=60)
-    callback_lease: timedelta = timedelta(seconds=120)  # one delivery with its retries
+    callback_lease: timedelta = timedelta(seconds=300)  # one delivery with its retries
     max_callback_attempts: int = 10
     stall_after: timedelta = timedelta(minutes=10)  # DOWNLOADING with no progress
     job_deadline: timedelta = timedelta(hours=24)  # from creation, whatever happens

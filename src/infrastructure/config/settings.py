@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(30, ge=0)
     reaper_interval_seconds: float = Field(30, ge=0, description="0 disables the reaper")
     callback_lease_seconds: float = Field(
-        120, ge=1, description="who answers a workflow owns it this long (covers retries)"
+        300, ge=1, description="who answers a workflow owns it this long (covers retries)"
     )
     callback_max_attempts: int = Field(10, ge=1)
     download_stall_seconds: float = Field(600, ge=1)

@@ -211,7 +211,8 @@ class DynamoDbJobRepository:  # implements JobRepository
     async def _due(self, now: datetime, limit: int) -> list[ExportJob]:
         return await self._query_status(
             JobStatus.POLLING,
-            "nextPollAt <= :now AND "
+            # No nextPollAt: left POLLING by the original service (drop-in swap): due now.
+            "(attribute_not_exists(nextPollAt) OR nextPollAt <= :now) AND "
             "(attribute_not_exists(leaseExpiresAt) OR leaseExpiresAt <= :now)",
             {":now": {"S": iso_ms(now)}},
             limit,
