@@ -249,10 +249,10 @@ MESSAGES: list[Case] = [
         BAD_TOKEN,
     ),
     Case(
-        "taskToken-2000-chars",
-        _json(_message(taskToken="AAAAKgAAAAIAAAAA" + "T" * 1984)),
+        "taskToken-2049-chars",  # Step Functions allows 2048
+        _json(_message(taskToken="AAAAKgAAAAIAAAAA" + "T" * 2033)),
         DLQ,
-        "taskToken: String should have at most 1024 characters",
+        "taskToken: String should have at most 2048 characters",
     ),
     Case("taskToken-number", _json(_message(taskToken=123456)), DLQ, f"taskToken: {NOT_A_STRING}"),
     Case("taskToken-list", _json(_message(taskToken=["a"])), DLQ, f"taskToken: {NOT_A_STRING}"),
