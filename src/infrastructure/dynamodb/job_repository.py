@@ -14,12 +14,7 @@ from src.domain.job_status import TERMINAL, JobStatus
 from src.domain.time import iso_ms
 from src.infrastructure.dynamodb import job_mapping
 from src.infrastructure.dynamodb.codec import from_item, to_attr
-
-_CONDITION_FAILED = "ConditionalCheckFailedException"
-
-
-def _is_condition_failure(err: ClientError) -> bool:
-    return err.response.get("Error", {}).get("Code") == _CONDITION_FAILED
+from src.infrastructure.dynamodb.errors import error_code, is_condition_failure
 
 
 class DynamoDbJobRepository:  # implements JobRepository
@@ -36,8 +31,7 @@ class DynamoDbJobRepository:  # implements JobRepository
                 ConditionExpression="attribute_not_exists(jobId)",
             )
         except ClientError as err:
-            code = err.response.get("Error", {}).get("Code")
-            if _is_condition_failure(err) or code == "TransactionConflictException":
+            if is_condition_failure(err) or error_code(err) == "TransactionConflictException":
                 return False  # another replica has it (or will, next round)
             raise
         return True
@@ -79,7 +73,7 @@ class DynamoDbJobRepository:  # implements JobRepository
                 ExpressionAttributeValues=attrs,
             )
         except ClientError as err:
-            if _is_condition_failure(err):
+            if is_condition_failure(err):
                 raise ConditionFailed(job.job_id) from err
             raise
         return saved
@@ -145,8 +139,7 @@ class DynamoDbJobRepository:  # implements JobRepository
                 },
             )
         except ClientError as err:
-            code = err.response.get("Error", {}).get("Code")
-            if _is_condition_failure(err) or code == "TransactionConflictException":
+            if is_condition_failure(err) or error_code(err) == "TransactionConflictException":
                 return False  # another replica has it (or will, next round)
             raise
         return True

@@ -8,6 +8,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from src.domain.time import iso_ms
+from src.infrastructure.dynamodb.errors import is_condition_failure
 
 # Not a UUID, so it can never collide with a job's tasks; invisible to the job table.
 LEASE_PARTITION = "_service-leases"
@@ -33,7 +34,7 @@ class DynamoDbLeases:  # implements Leases
                 ExpressionAttributeValues={":now": {"S": iso_ms(now)}, ":owner": {"S": owner}},
             )
         except ClientError as err:
-            if err.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            if is_condition_failure(err):
                 return False
             raise
         return True

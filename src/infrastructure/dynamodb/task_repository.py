@@ -15,6 +15,7 @@ from src.domain.job_status import JobStatus
 from src.domain.time import iso_ms
 from src.infrastructure.dynamodb import task_mapping
 from src.infrastructure.dynamodb.codec import from_item, to_attr
+from src.infrastructure.dynamodb.errors import error_code, is_condition_failure
 
 _PUT_CONCURRENCY = 16
 _TRANSACTION_ATTEMPTS = 6
@@ -22,10 +23,6 @@ _TRANSACTION_ATTEMPTS = 6
 
 class _Contended(Exception):
     """The transaction was cancelled for a reason other than a failed condition."""
-
-
-def _error_code(err: ClientError) -> str:
-    return str(err.response.get("Error", {}).get("Code", ""))
 
 
 class DynamoDbTaskRepository:  # implements TaskRepository
@@ -46,7 +43,7 @@ class DynamoDbTaskRepository:  # implements TaskRepository
                         ConditionExpression="attribute_not_exists(taskId)",
                     )
                 except ClientError as err:
-                    if _error_code(err) == "ConditionalCheckFailedException":
+                    if is_condition_failure(err):
                         return False
                     raise
                 return True
@@ -101,7 +98,7 @@ class DynamoDbTaskRepository:  # implements TaskRepository
                 ReturnValues="ALL_NEW",
             )
         except ClientError as err:
-            if _error_code(err) == "ConditionalCheckFailedException":
+            if is_condition_failure(err):
                 return None
             raise
         return task_mapping.from_item(from_item(response["Attributes"]))
@@ -121,7 +118,7 @@ class DynamoDbTaskRepository:  # implements TaskRepository
                 },
             )
         except ClientError as err:
-            if _error_code(err) != "ConditionalCheckFailedException":
+            if not is_condition_failure(err):
                 raise
 
     async def record_result(self, task: DownloadTask, owner: str) -> bool:
@@ -146,7 +143,7 @@ class DynamoDbTaskRepository:  # implements TaskRepository
                 ]
             )
         except ClientError as err:
-            if _error_code(err) != "TransactionCanceledException":
+            if error_code(err) != "TransactionCanceledException":
                 raise
             codes = [r.get("Code", "None") for r in err.response.get("CancellationReasons", [])]
             task_refused = len(codes) > 0 and codes[0] == "ConditionalCheckFailed"
@@ -189,7 +186,7 @@ class DynamoDbTaskRepository:  # implements TaskRepository
         try:
             await self._client.put_item(**self._finished_task(task, owner))
         except ClientError as err:
-            if _error_code(err) != "ConditionalCheckFailedException":
+            if not is_condition_failure(err):
                 raise
 
     @staticmethod

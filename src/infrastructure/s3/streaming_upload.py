@@ -34,10 +34,6 @@ class S3StreamingUpload:
         self._next_part = 1
         self._slots = asyncio.Semaphore(parts_in_flight)
 
-    @property
-    def multipart(self) -> bool:
-        return self._upload_id is not None
-
     async def write(self, chunk: bytes) -> None:
         self._buffer += chunk
         if self._upload_id is None and len(self._buffer) < self._threshold:
