@@ -30,18 +30,13 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import boto3
-from boto3.dynamodb.types import TypeDeserializer
 
 from bench.common import (
     MIB,
     RESULTS_DIR,
     RssSampler,
-    ServiceChild,
     kib_to_mib,
     machine,
     mbps,
@@ -52,6 +47,8 @@ from bench.common import (
     utc_now,
     write_json,
 )
+from tests.support.aws import Aws  # one harness for tests and benchmarks
+from tests.support.service_process import ServiceProcess
 
 NAME = "stream_1gib"
 RSS_BUDGET_MIB = 150.0
@@ -66,42 +63,9 @@ SERVICE_OVERRIDES = {
 }
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
 
-_deserialize = TypeDeserializer().deserialize
-
 
 class BenchFailure(Exception):
     """The service did not produce the right result: the figures mean nothing."""
-
-
-@dataclass
-class Aws:
-    env: dict[str, str]
-
-    def __post_init__(self) -> None:
-        kwargs = {
-            "endpoint_url": self.env["AWS_ENDPOINT"],
-            "region_name": self.env["AWS_REGION"],
-            "aws_access_key_id": "bench",
-            "aws_secret_access_key": "bench",
-        }
-        self.sqs = boto3.client("sqs", **kwargs)
-        self.ddb = boto3.client("dynamodb", **kwargs)
-        self.s3 = boto3.client("s3", **kwargs)
-
-    def item(self, table_name: str, key: dict[str, str]) -> dict[str, Any] | None:
-        found = self.ddb.get_item(
-            TableName=table_name,
-            Key={name: {"S": value} for name, value in key.items()},
-            ConsistentRead=True,
-        ).get("Item")
-        return {k: _deserialize(v) for k, v in found.items()} if found else None
-
-    def job(self, job_id: str) -> dict[str, Any] | None:
-        return self.item(self.env["DYNAMODB_TABLE_NAME"], {"jobId": job_id})
-
-    def task(self, job_id: str, task_id: str) -> dict[str, Any] | None:
-        table_name = self.env["DYNAMODB_TASKS_TABLE_NAME"]
-        return self.item(table_name, {"jobId": job_id, "taskId": task_id})
 
 
 class EmulatorProbe:
@@ -182,7 +146,7 @@ def run_service(
 ) -> dict[str, Any]:
     """One job through a fresh service child; returns timings, RSS and checks."""
     aws = Aws(env)
-    service = ServiceChild(env, log_path).start()
+    service = ServiceProcess(env, log_path).start(timeout=60)
     sampler = RssSampler(service.pid).start()
     try:
         time.sleep(IDLE_SETTLE_SECONDS)

@@ -69,6 +69,14 @@ class Aws:
         ).get("Item")
         return {k: _deserializer.deserialize(v) for k, v in item.items()} if item else None
 
+    def task(self, job_id: str, task_id: str) -> dict[str, Any] | None:
+        item = self.ddb.get_item(
+            TableName=self.env["DYNAMODB_TASKS_TABLE_NAME"],
+            Key={"jobId": {"S": job_id}, "taskId": {"S": task_id}},
+            ConsistentRead=True,
+        ).get("Item")
+        return {k: _deserializer.deserialize(v) for k, v in item.items()} if item else None
+
     def wait_job(
         self, job_id: str, statuses: tuple[str, ...], timeout: float = 60.0
     ) -> dict[str, Any]:

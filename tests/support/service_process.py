@@ -1,4 +1,5 @@
-"""Runs the real service as a child process (`python -m src.main serve`) for e2e tests."""
+"""Runs the real service as a child process (`python -m src.main serve`): the e2e and
+fault tests use it, and so does bench/ (a child's RSS is its own)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ class ServiceProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> ServiceProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "src.main", "serve"],
@@ -47,7 +49,7 @@ class ServiceProcess:
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise RuntimeError(f"service exited early: {self.logs()[-2000:]}")
+                raise RuntimeError(f"service exited early:\n{self.log_tail()}")
             try:
                 with urllib.request.urlopen(url, timeout=1) as response:
                     if response.status == 200:
@@ -55,7 +57,12 @@ class ServiceProcess:
             except OSError:
                 pass
             time.sleep(0.1)
-        raise TimeoutError("service did not become ready")
+        raise TimeoutError(f"service did not become ready in {timeout:.0f}s:\n{self.log_tail()}")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
 
     def terminate(self, timeout: float = 60.0) -> int:
         """SIGTERM, then wait; returns the exit code."""
@@ -68,12 +75,19 @@ class ServiceProcess:
         self.proc.kill()
         self.proc.wait(timeout=10)
 
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout`; the exit code (None if never started)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
             try:
-                self.terminate(timeout=30)
+                self.terminate(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
+        return self.proc.returncode
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.logs()[-chars:]
