@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from dependency_injector import containers, providers
 
+from src.application.services.workflow_answers import WorkflowAnswers
 from src.application.use_cases.cancel_job import CancelJob
 from src.application.use_cases.complete_job import CompleteJob
 from src.application.use_cases.dispatch_download_tasks import DispatchDownloadTasks
@@ -82,6 +83,8 @@ def _consumer_settings(s: Settings, concurrency: int) -> ConsumerSettings:
         wait_seconds=s.sqs_wait_time_seconds,
         visibility_timeout=s.sqs_visibility_timeout,
         concurrency=concurrency,
+        retry_backoff_seconds=s.sqs_retry_backoff_seconds,
+        retry_backoff_max_seconds=s.sqs_retry_max_backoff_seconds,
     )
 
 
@@ -147,8 +150,17 @@ class Container(containers.DeclarativeContainer):
 
     # Use cases
     poll_policy = providers.Callable(_poll_policy, settings)
+    workflow_answers = providers.Factory(
+        WorkflowAnswers, jobs=jobs, callbacks=callbacks, clock=clock
+    )
     start_export_job = providers.Factory(
-        StartExportJob, jobs=jobs, events=events, clock=clock, policy=poll_policy
+        StartExportJob,
+        jobs=jobs,
+        events=events,
+        clock=clock,
+        answers=workflow_answers,
+        policy=poll_policy,
+        max_waiting=settings.provided.max_waiting_workflows,
     )
     complete_job = providers.Factory(
         CompleteJob,
@@ -187,7 +199,7 @@ class Container(containers.DeclarativeContainer):
         complete_job=complete_job,
         events=events,
         clock=clock,
-        lease=providers.Callable(lambda s: timedelta(seconds=s.download_lease_seconds), settings),
+        lease=providers.Callable(lambda s: timedelta(seconds=s.work_lease_seconds), settings),
     )
 
     # Driving side

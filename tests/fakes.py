@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from src.application.ports.export_api import ExportStatus
 from src.application.ports.file_transfer import TransferFailed, TransferResult
-from src.application.ports.job_repository import ConditionFailed
+from src.application.ports.job_repository import AttachOutcome, ConditionFailed
 from src.application.ports.work_queue import TaskRef
 from src.application.ports.workflow_callbacks import CallbackError
 from src.domain.download_task import DownloadTask, TaskStatus
@@ -55,10 +55,41 @@ class InMemoryJobs:  # implements JobRepository
             raise ConditionFailed(job.job_id)
         if stored.is_terminal and job.status is not stored.status:
             raise ConditionFailed(job.job_id)
-        saved = replace(job, version=job.version + 1)
+        # Like the adapter, save never writes the workflow sets (they have their own writes).
+        saved = replace(
+            job,
+            version=job.version + 1,
+            waiting_tokens=stored.waiting_tokens,
+            answered=stored.answered,
+            heartbeat_stopped=stored.heartbeat_stopped,
+        )
         self.items[job.job_id] = saved
         self.saves += 1
         return saved
+
+    async def attach_workflow(
+        self, job_id: str, token: TaskToken, max_waiting: int
+    ) -> AttachOutcome:
+        await asyncio.sleep(0)
+        job = self.items.get(job_id)
+        if job is None or job.is_terminal or len(job.waiting_tokens) >= max_waiting:
+            return AttachOutcome.REFUSED
+        attached = job if token in job.waiting_tokens else job.attach(token)
+        self.items[job_id] = replace(attached, version=job.version + 1)
+        return AttachOutcome.ATTACHED
+
+    async def mark_answered(self, job_id: str, digests: Iterable[str]) -> None:
+        await asyncio.sleep(0)
+        job = self.items.get(job_id)
+        if job is not None:
+            self.items[job_id] = replace(job, answered=job.answered | frozenset(digests))
+
+    async def stop_heartbeats(self, job_id: str, digests: Iterable[str]) -> None:
+        await asyncio.sleep(0)
+        job = self.items.get(job_id)
+        if job is not None:
+            stopped = job.heartbeat_stopped | frozenset(digests)
+            self.items[job_id] = replace(job, heartbeat_stopped=stopped)
 
     async def claim_due_for_polling(
         self, now: datetime, owner: str, until: datetime, limit: int
@@ -98,7 +129,7 @@ class InMemoryJobs:  # implements JobRepository
         next_at = self.next_heartbeats.get(job.job_id)
         return (
             job.status in _HEARTBEATING
-            and job.task_token is not None
+            and job.has_task_token()
             and (next_at is None or next_at <= now)
         )
 
@@ -108,7 +139,7 @@ class InMemoryJobs:  # implements JobRepository
             job
             for job in self.items.values()
             if job.is_terminal
-            and job.task_token is not None
+            and job.has_task_token()
             and job.callback.status in _OWED
             and not job.is_leased(now)
         ]

@@ -37,6 +37,8 @@ class CallbackError:
     EXPORT_TIMED_OUT = "ExportTimedOut"
     JOB_CANCELLED = "JobCancelled"
     PROCESSING_ERROR = "ProcessingError"
+    JOB_ID_CONFLICT = "JobIdConflict"  # same jobId, another exportId/userId
+    TOO_MANY_WAITING = "TooManyWaitingWorkflows"  # the job's waiting list is full
 
 
 # Which workflow error answers which job error.

@@ -50,6 +50,11 @@ class ExportJob:
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
     version: int = 0
+    # Other workflows that sent the same job (a re-run with the same input): each is
+    # answered once with the job's outcome. Stored by digest once answered or gone.
+    waiting_tokens: tuple[TaskToken, ...] = ()
+    answered: frozenset[str] = frozenset()
+    heartbeat_stopped: frozenset[str] = frozenset()  # InvalidToken: no more heartbeats
 
     @classmethod
     def create(
@@ -77,7 +82,39 @@ class ExportJob:
         )
 
     def has_task_token(self) -> bool:
-        return self.task_token is not None
+        """Whether any workflow waits on this job (the first one or one attached later)."""
+        return self.task_token is not None or bool(self.waiting_tokens)
+
+    def tokens(self) -> tuple[TaskToken, ...]:
+        primary = (self.task_token,) if self.task_token is not None else ()
+        return primary + self.waiting_tokens
+
+    def knows_token(self, token: TaskToken) -> bool:
+        """The token is this job's already: a redelivered message, not a new workflow."""
+        return token in self.tokens() or token.digest() in self.answered
+
+    def same_request(self, export_id: str, user_id: str) -> bool:
+        return self.export_id == export_id and self.user_id == user_id
+
+    def unanswered_tokens(self) -> tuple[TaskToken, ...]:
+        """The workflows still owed an answer (none while no answer is due)."""
+        if self.callback.status not in (CallbackStatus.PENDING, CallbackStatus.RETRYING):
+            return ()
+        return tuple(t for t in self.tokens() if t.digest() not in self.answered)
+
+    def heartbeat_tokens(self) -> tuple[TaskToken, ...]:
+        """Tokens to keep alive: not answered, not gone, not refused as invalid."""
+        skip = self.answered | self.heartbeat_stopped
+        return tuple(t for t in self.tokens() if t.digest() not in skip)
+
+    def attach(self, token: TaskToken) -> ExportJob:
+        """Another workflow waits for this running job too."""
+        if self.is_terminal:
+            raise IllegalTransition(self.status, self.status)
+        callback = self.callback
+        if callback.status is CallbackStatus.NOT_REQUIRED:
+            callback = CallbackRecord(CallbackStatus.PENDING)
+        return replace(self, waiting_tokens=(*self.waiting_tokens, token), callback=callback)
 
     @property
     def is_terminal(self) -> bool:
@@ -174,6 +211,29 @@ class ExportJob:
         status = CallbackStatus.RETRYING if retryable else CallbackStatus.FAILED
         record = CallbackRecord(status, self.callback.attempts + 1, error_code, now)
         return replace(self, callback=record, updated_at=now).release()
+
+    def answers_sent(
+        self,
+        answered: frozenset[str],
+        *,
+        delivered: bool,
+        retrying: bool,
+        error_code: str | None,
+        now: datetime,
+    ) -> ExportJob:
+        """One round of answers: RETRYING while some workflow could not be reached yet,
+        else DELIVERED when at least one took its answer, FAILED when none would."""
+        if retrying:
+            status = CallbackStatus.RETRYING
+        elif delivered or self.callback.status is CallbackStatus.DELIVERED:
+            status = CallbackStatus.DELIVERED
+        else:
+            status = CallbackStatus.FAILED
+        last_error = error_code or self.callback.last_error
+        record = CallbackRecord(status, self.callback.attempts + 1, last_error, now)
+        return replace(
+            self, callback=record, answered=self.answered | answered, updated_at=now
+        ).release()
 
     def workflow_gone(self, error_code: str, now: datetime) -> ExportJob:
         """The workflow stopped waiting (its token timed out): nobody is left to answer."""

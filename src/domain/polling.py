@@ -9,7 +9,8 @@ from datetime import datetime, timedelta
 @dataclass(frozen=True, slots=True)
 class PollPolicy:
     """Backs off from `first_interval` by `factor` per attempt up to `max_interval`;
-    gives up after `max_attempts` polls or once `deadline` has passed since the start."""
+    gives up after `max_attempts` polls *after the first status check* (made at intake,
+    as the original service did) or once `deadline` has passed since the start."""
 
     first_interval: timedelta = timedelta(seconds=5)
     max_interval: timedelta = timedelta(seconds=60)
@@ -36,5 +37,9 @@ class PollState:
         attempts = self.attempts + 1
         return PollState(attempts, now + policy.interval_after(attempts), self.deadline)
 
+    @property
+    def polls_after_first(self) -> int:
+        return max(0, self.attempts - 1)
+
     def exhausted(self, now: datetime, policy: PollPolicy) -> bool:
-        return self.attempts >= policy.max_attempts or now >= self.deadline
+        return self.polls_after_first >= policy.max_attempts or now >= self.deadline

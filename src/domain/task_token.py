@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 _VISIBLE_HEAD = 8
@@ -27,6 +28,11 @@ class TaskToken:
 
     def reveal(self) -> str:
         return self._value
+
+    def digest(self) -> str:
+        """A short, stable name for the token (sha256 prefix): safe to store and log as a
+        record of *which* workflow was answered, useless for answering it."""
+        return hashlib.sha256(self._value.encode()).hexdigest()[:24]
 
     @property
     def masked(self) -> str:

@@ -13,7 +13,11 @@ Fidelity fixes and test hooks live in :class:`_Middleware`, wrapped around moto'
 
 Two moto Step Functions gaps are patched in place (see ``_patch_moto``): ``SendTaskFailure``
 lost its cause, and a token of an ended execution answered ``InvalidToken`` where AWS answers
-``TaskTimedOut``.
+``TaskTimedOut``. The patches are process-global and cannot be undone:
+``EmbeddedAws(patch_stepfunctions=False)`` (plain moto, which the service must also survive)
+refuses to start in a process that applied them, and they are refused while a plain emulator
+runs. Tests get plain moto from a child process: ``python -m src.local.emulator --plain``
+(see ``main``) prints ``EMULATOR READY <endpoint_url>`` and serves until SIGTERM/SIGINT.
 
 moto's Step Functions interpreter calls SQS (``sqs:sendMessage.waitForTaskToken``) through
 ``http://localhost:$MOTO_PORT``, so ``start`` sets ``MOTO_PORT``: one running emulator per
@@ -27,6 +31,8 @@ import io
 import json
 import logging
 import os
+import signal
+import sys
 import threading
 import urllib.request
 from collections import Counter
@@ -78,7 +84,29 @@ def _operation_of(environ: dict[str, Any]) -> tuple[str | None, str | None]:
 
 
 _patched = False
+_plain_running = 0  # started EmbeddedAws(patch_stepfunctions=False), not stopped yet
 _patch_lock = threading.Lock()
+
+_ALREADY_PATCHED = (
+    "moto's Step Functions patches are already applied in this process and cannot be undone: "
+    "EmbeddedAws(patch_stepfunctions=False) would not be plain moto. Run plain moto in another "
+    "process (python -m src.local.emulator --plain)."
+)
+
+
+def _claim_plain() -> None:
+    """Register a starting plain emulator; refuse if the patches are in."""
+    global _plain_running
+    with _patch_lock:
+        if _patched:
+            raise RuntimeError(_ALREADY_PATCHED)
+        _plain_running += 1
+
+
+def _release_plain() -> None:
+    global _plain_running
+    with _patch_lock:
+        _plain_running -= 1
 
 
 def _patch_moto() -> None:
@@ -95,6 +123,11 @@ def _patch_moto() -> None:
     with _patch_lock:
         if _patched:
             return
+        if _plain_running:
+            raise RuntimeError(
+                "a plain-moto EmbeddedAws (patch_stepfunctions=False) is running in this "
+                "process: applying moto's Step Functions patches would change it under its users"
+            )
         from moto.core.exceptions import AWSError
         from moto.core.responses import EmptyResult
         from moto.stepfunctions.parser.api import ExecutionStatus, InvalidToken
@@ -209,11 +242,21 @@ class EmbeddedAws:
 
     ``port=0`` picks a free port. ``start`` turns Step Functions execution on and points
     ``MOTO_PORT`` at this server (restored by ``stop``). Usable as a context manager.
+
+    ``patch_stepfunctions=False`` leaves moto's Step Functions as released (the DynamoDB lock,
+    call counters and fault hook stay: they are not Step Functions patches). The patches are
+    process-global, so this raises ``RuntimeError`` in a process that already applied them.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, *, patch_stepfunctions: bool = True
+    ) -> None:
+        if not patch_stepfunctions and _patched:
+            raise RuntimeError(_ALREADY_PATCHED)
         self._host = host
         self._port = port
+        self._patch_stepfunctions = patch_stepfunctions
+        self._plain_claimed = False
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
         self._middleware: _Middleware | None = None
@@ -233,6 +276,10 @@ class EmbeddedAws:
     def running(self) -> bool:
         return self._server is not None
 
+    @property
+    def patch_stepfunctions(self) -> bool:
+        return self._patch_stepfunctions
+
     def start(self) -> None:
         if self._server is not None:
             return
@@ -247,17 +294,25 @@ class EmbeddedAws:
         # The interpreter logs every failed execution at ERROR with its whole state
         # (a workflow taking its Catch is normal here): keep that out of the console.
         logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
-        _patch_moto()
+        if self._patch_stepfunctions:
+            _patch_moto()
+        else:
+            _claim_plain()
+            self._plain_claimed = True
         self._middleware = _Middleware(DomainDispatcherApplication(create_backend_app))
         # Binding port 0 here reserves the free port at once (no pick-then-bind race); the
         # port is known, and MOTO_PORT set, before the server serves its first request.
-        server = make_server(
-            self._host,
-            self._port,
-            self._middleware,
-            threaded=True,
-            request_handler=MotoRequestHandler,
-        )
+        try:
+            server = make_server(
+                self._host,
+                self._port,
+                self._middleware,
+                threaded=True,
+                request_handler=MotoRequestHandler,
+            )
+        except BaseException:
+            self._unclaim_plain()
+            raise
         self._server = server
         self._previous_moto_port = os.environ.get("MOTO_PORT")
         os.environ["MOTO_PORT"] = str(self.port)
@@ -270,7 +325,11 @@ class EmbeddedAws:
         except Exception:
             self.stop()
             raise
-        _log.info("embedded AWS emulator listening on %s", self.endpoint_url)
+        _log.info(
+            "embedded AWS emulator listening on %s (%s)",
+            self.endpoint_url,
+            "Step Functions patched" if self._patch_stepfunctions else "plain moto",
+        )
 
     def _configure(self, config: dict[str, Any]) -> None:
         request = urllib.request.Request(  # noqa: S310 - our own loopback http endpoint
@@ -296,6 +355,12 @@ class EmbeddedAws:
             os.environ.pop("MOTO_PORT", None)
         else:
             os.environ["MOTO_PORT"] = self._previous_moto_port
+        self._unclaim_plain()
+
+    def _unclaim_plain(self) -> None:
+        if self._plain_claimed:
+            self._plain_claimed = False
+            _release_plain()
 
     def calls(self, operation: str) -> int:
         """Requests received for an operation, faulted ones included.
@@ -338,3 +403,46 @@ class EmbeddedAws:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+READY_PREFIX = "EMULATOR READY "
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m src.local.emulator [--host H] [--port P] [--plain]``.
+
+    Starts the emulator, prints one line ``EMULATOR READY <endpoint_url>`` (flushed) and
+    serves until SIGTERM or SIGINT, then stops. ``--plain``: moto without our Step Functions
+    patches (tests prove the service on it from their own, patched, process).
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Run the AWS emulator (moto server).")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument(
+        "--plain", action="store_true", help="plain moto: no Step Functions patches"
+    )
+    args = parser.parse_args(argv)
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with EmbeddedAws(args.host, args.port, patch_stepfunctions=not args.plain) as emulator:
+            sys.stdout.write(f"{READY_PREFIX}{emulator.endpoint_url}\n")
+            sys.stdout.flush()
+            # A timeout keeps the main thread waking up, so the handler always gets to run.
+            while not stop.wait(0.5):
+                pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -3,7 +3,10 @@
 The export id describes the export it stands for: ``t1a2b-files-3-size-2048-fail-1`` is a
 ready export of three 2 KiB files whose last file answers 404. See ``ExportPlan.parse`` for
 the keyword grammar. File contents are deterministic, so tests can recompute them with
-``SandboxExportApi.file_bytes`` / ``file_sha256`` without the server keeping any state.
+``SandboxExportApi.file_bytes`` / ``file_sha256`` (raw content) and ``served_bytes`` /
+``served_sha256`` (what a GET serves: gzip-compressed under ``gzip``) without the server
+keeping any state. The file server itself (ranges, validators, pacing) is in
+``sandbox_files``.
 """
 
 from __future__ import annotations
@@ -11,10 +14,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
+import dataclasses
 import hashlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -23,17 +26,28 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-CHUNK_SIZE = 64 * 1024
-HANG_SECONDS = 60.0
+from src.local import sandbox_files as files
+from src.local.sandbox_files import CHUNK_SIZE as CHUNK_SIZE
+from src.local.sandbox_files import HANG_SECONDS as HANG_SECONDS
+from src.local.sandbox_files import content_block as content_block
+from src.local.sandbox_files import content_chunks as content_chunks
+from src.local.sandbox_files import content_sha256 as content_sha256
+
 MISSING_EXPORT_ID = "missing"
 MALFORMED_KINDS = frozenset(
     {"notjson", "array", "nostatus", "badstatus", "badurls", "badentry", "numberid"}
 )
 _INT_KEYWORDS = frozenset(
-    {"files", "size", "sizemb", "fail", "flakyfile", "pending", "api500", "apihang", "filedelay"}
+    {
+        *("files", "size", "sizemb", "fail", "flakyfile", "pending", "api500", "apihang"),
+        *("filedelay", "urlttl", "hangfile", "ratemb"),
+    }
 )
 _FLAG_KEYWORDS = frozenset(
-    {"failed", "expired", "neverready", "checksum", "badchecksum", "traversal"}
+    {
+        *("failed", "expired", "neverready", "checksum", "badchecksum", "traversal"),
+        *("norange", "changing", "gzip"),
+    }
 )
 
 
@@ -57,6 +71,12 @@ class ExportPlan:
     malformed: str | None = None
     file_delay_ms: int = 0
     traversal: bool = False
+    no_ranges: bool = False
+    changing: bool = False
+    gzip: bool = False
+    url_ttl: int = 0
+    hanging_files: int = 0
+    rate_mib: int = 0
 
     @classmethod
     def parse(cls, export_id: str) -> ExportPlan:
@@ -64,6 +84,17 @@ class ExportPlan:
 
         Integer keywords take the next token when it is a non-negative integer (else they
         are ignored); ``malformed`` takes the next token when it is a known kind.
+
+        Export: ``files-N`` (1), ``size-N`` bytes (1024) or ``sizemb-N``, ``pending-N`` polls
+        answer processing, ``neverready``, ``failed``, ``expired``, ``api500-N`` / ``apihang-N``
+        (the first N polls), ``malformed-KIND``, ``checksum`` (list fileSize and sha256),
+        ``badchecksum`` (file 0's is wrong), ``traversal`` (file 0 is ``../../etc/passwd``),
+        ``urlttl-N`` (URLs expire N s after each listing, then answer 403; 0: never).
+        Files: ``fail-N`` (the last N answer 404), ``flakyfile-N`` (each file's first N GETs
+        answer 503), ``filedelay-N`` ms before each body, ``hangfile-N`` (the last N send
+        headers, then hang), ``ratemb-N`` (bodies paced to N MiB/s), ``norange`` (Range is
+        ignored, no Accept-Ranges), ``changing`` (ETag and Last-Modified new on every GET),
+        ``gzip`` (each file served gzip-compressed with Content-Encoding gzip).
         """
         words = [word.lower() for word in export_id.split("-")]
         ints: dict[str, int] = {}
@@ -97,11 +128,21 @@ class ExportPlan:
             malformed=malformed,
             file_delay_ms=ints.get("filedelay", 0),
             traversal="traversal" in flags,
+            no_ranges="norange" in flags,
+            changing="changing" in flags,
+            gzip="gzip" in flags,
+            url_ttl=ints.get("urlttl", 0),
+            hanging_files=ints.get("hangfile", 0),
+            rate_mib=ints.get("ratemb", 0),
         )
 
     def failing_indices(self) -> range:
         """Indices of the files whose URLs answer 404: the last ``failing_files`` ones."""
         return range(max(0, self.file_count - self.failing_files), self.file_count)
+
+    def hanging_indices(self) -> range:
+        """Indices of the files that send headers and then hang: the last ``hanging_files``."""
+        return range(max(0, self.file_count - self.hanging_files), self.file_count)
 
     def file_name(self, index: int) -> str:
         """The fileName listed for file ``index``."""
@@ -110,34 +151,10 @@ class ExportPlan:
         return f"file-{index}.bin"
 
 
-def content_block(export_id: str, index: int) -> bytes:
-    """One 64 KiB block of a file's content; the file is this block repeated, then sliced."""
-    seed = hashlib.sha256(f"{export_id}:{index}".encode()).digest()
-    return seed * (CHUNK_SIZE // len(seed))
-
-
-def content_chunks(export_id: str, index: int, size: int) -> Iterator[bytes]:
-    """Yields the file's bytes in pieces of at most 64 KiB; never holds more than one block."""
-    block = content_block(export_id, index)
-    remaining = size
-    while remaining > 0:
-        piece = min(remaining, CHUNK_SIZE)
-        yield block if piece == CHUNK_SIZE else block[:piece]
-        remaining -= piece
-
-
-@functools.lru_cache(maxsize=1024)
-def content_sha256(export_id: str, index: int, size: int) -> str:
-    """sha256 hex of a file's content, computed by streaming (cached: big files take time)."""
-    digest = hashlib.sha256()
-    for chunk in content_chunks(export_id, index, size):
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
-def fake_signature(export_id: str, index: int) -> str:
-    """64 hex chars standing in for a presigned URL's signature."""
-    return hashlib.sha256(f"signature:{export_id}:{index}".encode()).hexdigest()
+def fake_signature(export_id: str, index: int, signed_at: str = "") -> str:
+    """64 hex chars standing in for a presigned URL's signature (of its X-Amz-Date, if any)."""
+    suffix = f":{signed_at}" if signed_at else ""
+    return hashlib.sha256(f"signature:{export_id}:{index}{suffix}".encode()).hexdigest()
 
 
 def iso_utc(moment: datetime) -> str:
@@ -153,10 +170,10 @@ class _Counters:
         self._counts: dict[tuple[str, ...], int] = {}
         self._first_seen: dict[str, datetime] = {}
 
-    def increment(self, *key: str) -> int:
-        """Adds one to ``key`` and returns the new count."""
+    def increment(self, *key: str, amount: int = 1) -> int:
+        """Adds ``amount`` to ``key`` and returns the new count."""
         with self._lock:
-            count = self._counts.get(key, 0) + 1
+            count = self._counts.get(key, 0) + amount
             self._counts[key] = count
             return count
 
@@ -179,10 +196,9 @@ EXPORT_EXPIRED_ERROR = error_body("EXPORT_EXPIRED", "Export expired")
 
 
 def listed_checksums(plan: ExportPlan) -> list[str]:
-    """The checksum listed for each file: the real sha256, except file 0 under badchecksum."""
-    checksums = [
-        content_sha256(plan.export_id, index, plan.file_size) for index in range(plan.file_count)
-    ]
+    """The checksum listed for each file: the sha256 of what a GET serves, except file 0's
+    under badchecksum."""
+    checksums = [files.served_sha256(plan, index) for index in range(plan.file_count)]
     if plan.bad_checksum and checksums:
         checksums[0] = hashlib.sha256(f"wrong:{plan.export_id}".encode()).hexdigest()
     return checksums
@@ -207,6 +223,7 @@ class SandboxExportApi:
         self._startup_error: BaseException | None = None
         self._fault: Callable[[], str | None] | None = None
         self.faults_injected = 0
+        self._files = files.FileStreamer(self._counters.increment, self._stopped_within)
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -296,30 +313,62 @@ class SandboxExportApi:
         """How many file GETs were received for this export, over all of its files."""
         return self._counters.get("files", export_id)
 
+    def bytes_sent(self, export_id: str) -> int:
+        """File body bytes written for this export over all requests (error bodies aside);
+        counted after each write, so a dropped connection counts what was sent."""
+        return self._counters.get("bytes", export_id)
+
+    def expired_refusals(self, export_id: str) -> int:
+        """How many file GETs were refused with 403 because their URL had expired (or, under
+        ``urlttl``, did not say when it expires)."""
+        return self._counters.get("expired", export_id)
+
+    def range_requests(self, export_id: str) -> int:
+        """How many file GETs carried a Range header and got a 206."""
+        return self._counters.get("ranges", export_id)
+
     def plan(self, export_id: str) -> ExportPlan:
         """What the sandbox does for ``export_id``."""
         return ExportPlan.parse(export_id)
 
-    def file_url(self, plan: ExportPlan, index: int) -> str:
-        """The presigned-looking URL listed for file ``index``."""
+    def file_url(self, plan: ExportPlan, index: int, issued: datetime | None = None) -> str:
+        """The presigned-looking URL listed for file ``index``. Under ``urlttl`` it carries
+        X-Amz-Date (``issued``, default now, rounded up to the second) and X-Amz-Expires."""
         path = "/".join(
             quote(part, safe="") for part in (plan.export_id, str(index), plan.file_name(index))
         )
-        query = (
-            "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=SANDBOX"
-            f"&X-Amz-Signature={fake_signature(plan.export_id, index)}"
-        )
+        query = "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=SANDBOX&"
+        signed_at = ""
+        if plan.url_ttl:
+            signed = files.presign_time(issued or datetime.now(UTC))
+            signed_at = signed.strftime(files.AMZ_DATE_FORMAT)
+            query += files.expiry_query(signed, plan.url_ttl) + "&"
+        query += f"X-Amz-Signature={fake_signature(plan.export_id, index, signed_at)}"
         return f"{self.base_url}/files/{path}?{query}"
 
     @staticmethod
     def file_bytes(export_id: str, index: int, size: int) -> bytes:
-        """The exact bytes served for a file; builds them in memory, so for small files."""
+        """A file's raw content (what is served, except under gzip); built in memory, so for
+        small files."""
         return b"".join(content_chunks(export_id, index, size))
 
     @staticmethod
     def file_sha256(export_id: str, index: int, size: int) -> str:
-        """sha256 hex of the bytes served for a file, computed by streaming."""
+        """sha256 hex of a file's raw content, computed by streaming."""
         return content_sha256(export_id, index, size)
+
+    @staticmethod
+    def served_bytes(export_id: str, index: int, size: int) -> bytes:
+        """Exactly what a full GET of the file serves (gzip-compressed under ``gzip``); built
+        in memory, so for small files."""
+        plan = dataclasses.replace(ExportPlan.parse(export_id), file_size=size)
+        return b"".join(files.served_chunks(plan, index, range(files.served_size(plan, index))))
+
+    @staticmethod
+    def served_sha256(export_id: str, index: int, size: int) -> str:
+        """sha256 hex of what a full GET of the file serves."""
+        plan = dataclasses.replace(ExportPlan.parse(export_id), file_size=size)
+        return files.served_sha256(plan, index)
 
     # ---- handlers --------------------------------------------------------------------
 
@@ -378,9 +427,11 @@ class SandboxExportApi:
 
     async def _download_urls(self, plan: ExportPlan, now: datetime) -> list[dict[str, Any]]:
         expires_at = iso_utc(now + timedelta(hours=1))
+        if plan.url_ttl:
+            expires_at = iso_utc(files.presign_time(now) + timedelta(seconds=plan.url_ttl))
         entries: list[dict[str, Any]] = [
             {
-                "url": self.file_url(plan, index),
+                "url": self.file_url(plan, index, now),
                 "fileName": plan.file_name(index),
                 "expiresAt": expires_at,
             }
@@ -389,8 +440,8 @@ class SandboxExportApi:
         if plan.checksums:
             # Hashing large files takes a while: keep it off the event loop.
             checksums = await asyncio.to_thread(listed_checksums, plan)
-            for entry, checksum in zip(entries, checksums, strict=True):
-                entry.update(fileSize=plan.file_size, checksum=checksum)
+            for index, (entry, checksum) in enumerate(zip(entries, checksums, strict=True)):
+                entry.update(fileSize=files.served_size(plan, index), checksum=checksum)
         return entries
 
     async def _file(self, request: web.Request) -> web.StreamResponse:
@@ -402,24 +453,24 @@ class SandboxExportApi:
         if not index_text.isdigit() or int(index_text) >= plan.file_count:
             return web.json_response({"message": "file not found"}, status=404)
         index = int(index_text)
+        refusal = self._refuse_if_expired(request, plan) if plan.url_ttl else None
+        if refusal is not None:
+            return refusal
         if index in plan.failing_indices():
             return web.json_response({"message": "file not found"}, status=404)
         if attempt <= plan.flaky_requests:
             return web.Response(status=503, text="Service Unavailable (sandbox)")
-        return await self._stream_file(request, plan, index)
+        served = files.ServedFile(plan, index, attempt, self._counters.first_seen(export_id))
+        return await self._files.respond(request, served)
 
-    async def _stream_file(
-        self, request: web.Request, plan: ExportPlan, index: int
-    ) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
-        response.content_length = plan.file_size
-        await response.prepare(request)
-        if plan.file_delay_ms and await self._stopped_within(plan.file_delay_ms / 1000):
-            return response  # stopping: the client sees a truncated body
-        for chunk in content_chunks(plan.export_id, index, plan.file_size):
-            await response.write(chunk)
-        await response.write_eof()
-        return response
+    def _refuse_if_expired(self, request: web.Request, plan: ExportPlan) -> web.Response | None:
+        """S3's 403 when the URL's X-Amz-Date + X-Amz-Expires has passed (or is missing)."""
+        now = datetime.now(UTC)
+        expiry = files.url_expiry(request.query)
+        if expiry is not None and now < expiry:
+            return None
+        self._counters.increment("expired", plan.export_id)
+        return files.expired_response(expiry, now)
 
     async def _stopped_within(self, seconds: float) -> bool:
         """Waits up to ``seconds``; True as soon as the server starts stopping."""

@@ -15,6 +15,8 @@ from src.domain.task_token import TaskToken
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 # No control characters at all: C0, DEL and C1 (e.g. \x85 next line, \x9b CSI).
 _PRINTABLE = re.compile(r"[^\x00-\x1f\x7f-\x9f]+")
+# scheme ":" then something; no whitespace or control characters (WHATWG would reject them).
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:[\x21-\x7e\u00a0-\U0010ffff]+")
 _TOKEN = re.compile(r"[\x21-\x7e]+")  # visible ASCII, no whitespace
 MAX_ID_CHARS = 256
 MAX_TOKEN_CHARS = 2048  # Step Functions' TaskToken limit (botocore model)
@@ -35,13 +37,24 @@ class ExportJobMessage(BaseModel):
     user_id: StrictStr = Field(alias="userId", min_length=1, max_length=MAX_ID_CHARS)
     metadata: dict[str, Any] = Field(default_factory=dict)
     task_token: StrictStr | None = Field(None, alias="taskToken", max_length=MAX_TOKEN_CHARS)
-    callback_url: Any = Field(None, alias="callbackUrl")  # accepted and ignored
+    # Accepted and ignored, but it must parse as a URL (any scheme), as the original's
+    # validation required: a producer sending garbage there hears about it.
+    callback_url: Any = Field(None, alias="callbackUrl")
 
     @field_validator("job_id")
     @classmethod
     def _uuid(cls, value: str) -> str:
         if not _UUID.fullmatch(value):  # fullmatch: `$` would let a trailing newline in
             raise ValueError("jobId must be a hyphenated UUID")
+        return value
+
+    @field_validator("callback_url")
+    @classmethod
+    def _url(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not _URL.fullmatch(value):
+            raise ValueError("callbackUrl must be a URL (scheme:rest, no spaces)")
         return value
 
     @field_validator("metadata")

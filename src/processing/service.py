@@ -25,8 +25,9 @@ class Worker(Protocol):
 
 
 class Service:
-    """SIGTERM/SIGINT stop the consumers from receiving; in-flight work gets
-    `grace_seconds` to finish; then the process returns."""
+    """SIGTERM/SIGINT stop the consumers from receiving; in-flight work gets most of
+    `grace_seconds` to finish, the rest of it to hand back what did not; then the
+    process returns, within `grace_seconds` of the signal."""
 
     def __init__(
         self,
@@ -62,12 +63,17 @@ class Service:
         log.info("service started", port=self._port, consumers=[c.name for c in self._consumers])
         await self.stop_event.wait()
         self._ready = False
-        _done, pending = await asyncio.wait(workers, timeout=self._grace)
+        # The hand-back (messages visible again, leases released) happens inside the
+        # grace period, so the orchestrator's stop timeout can be the grace plus a little.
+        deadline = asyncio.get_running_loop().time() + self._grace
+        hand_back = min(10.0, self._grace / 4)
+        _done, pending = await asyncio.wait(workers, timeout=max(0.0, self._grace - hand_back))
         if pending:
-            log.warning("grace period over; releasing unfinished work to other replicas")
+            log.warning("grace period nearly over; handing unfinished work back")
             for task in pending:
                 task.cancel()
-            await asyncio.wait(pending, timeout=10)
+            left = deadline - asyncio.get_running_loop().time()
+            await asyncio.wait(pending, timeout=max(0.1, left))
         server.should_exit = True
         await api
         log.info("service stopped")

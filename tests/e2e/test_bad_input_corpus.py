@@ -281,7 +281,8 @@ MESSAGES: list[Case] = [
         PROCESSED,
     ),
     Case("callbackUrl-ignored", _json(_message(callbackUrl="https://example.com/cb")), PROCESSED),
-    Case("callbackUrl-number-ignored", _json(_message(callbackUrl=5)), PROCESSED),
+    Case("callbackUrl-number-invalid", _json(_message(callbackUrl=5)), DLQ, "callbackUrl"),
+    Case("callbackUrl-not-a-url", _json(_message(callbackUrl="not a url")), DLQ, "callbackUrl"),
     Case("jobId-uppercase-stored-as-sent", _json(_message(jobId=UPPER_ID)), PROCESSED),
     Case(
         "exportId-unknown-to-the-export-api",
@@ -717,7 +718,7 @@ def test_export_api_answer_ends_the_workflow_as_expected(
     assert reasons, f"no '{api.log_event}' log line for {job_id}"
     assert any(api.log_reason in r for r in reasons), reasons
     if api.job == ("FAILED", "POLLING_TIMEOUT"):
-        assert job["error"]["message"].startswith("Export not ready after")
+        assert job["error"]["message"].startswith("Export did not complete after")
     if api.id == "fileName-path-traversal":
         assert aws.keys(f"exports/{job_id}/") == [
             f"exports/{job_id}/0_passwd",

@@ -41,13 +41,15 @@ async def test_a_message_that_always_fails_ends_in_the_dlq_and_others_go_on(
         handled.append(message.body)
         return Outcome(Ack.DELETE)
 
-    settings = ConsumerSettings(wait_seconds=1, visibility_timeout=1, concurrency=4)
+    settings = ConsumerSettings(
+        wait_seconds=1, visibility_timeout=3, concurrency=4, retry_backoff_seconds=0.5
+    )
     async with service_client(embedded_stack, "sqs") as client:
         consumer = SqsConsumer("poison-test", SqsMessageQueue(client, url), handler, settings)
         stop = asyncio.Event()
         running = asyncio.create_task(consumer.run(stop))
         sqs.send_message(QueueUrl=url, MessageBody="good")
-        for _ in range(60):
+        for _ in range(120):
             dead = sqs.receive_message(QueueUrl=dlq, WaitTimeSeconds=0).get("Messages", [])
             if dead and handled:
                 break
@@ -58,3 +60,44 @@ async def test_a_message_that_always_fails_ends_in_the_dlq_and_others_go_on(
     assert [m["Body"] for m in dead] == ["poison"]
     assert attempts == [1, 2, 3]
     assert handled == ["good"]
+
+
+async def test_a_failed_message_comes_back_after_a_short_backoff_not_the_visibility_timeout(
+    embedded_stack: EmbeddedStack,
+) -> None:
+    """The visibility timeout (the work's lease) is long here; the retry comes back after
+    the backoff the consumer sets on failure, well before the lease would have run out."""
+    sqs = sync_client(embedded_stack, "sqs")
+    url, _dlq = _queue_with_dlq(sqs, max_receive_count=5)
+    sqs.send_message(QueueUrl=url, MessageBody="flaky")
+    seen: list[float] = []
+
+    async def handler(message: QueueMessage) -> Outcome:
+        seen.append(asyncio.get_running_loop().time())
+        if len(seen) == 1:
+            raise RuntimeError("transient trouble (e.g. DynamoDB throttled past its retries)")
+        return Outcome(Ack.DELETE)
+
+    settings = ConsumerSettings(
+        wait_seconds=1, visibility_timeout=120, concurrency=1, retry_backoff_seconds=1
+    )
+    async with service_client(embedded_stack, "sqs") as client:
+        consumer = SqsConsumer("backoff-test", SqsMessageQueue(client, url), handler, settings)
+        stop = asyncio.Event()
+        running = asyncio.create_task(consumer.run(stop))
+        for _ in range(200):  # 50 s, far below the 120 s lease
+            if len(seen) >= 2:
+                break
+            await asyncio.sleep(0.25)
+        stop.set()
+        await asyncio.wait_for(running, 10)
+    assert len(seen) == 2
+    assert seen[1] - seen[0] >= 1  # it did wait for the backoff
+
+
+def test_retry_backoff_grows_per_receive_and_is_capped() -> None:
+    settings = ConsumerSettings(retry_backoff_seconds=2, retry_backoff_max_seconds=30)
+    consumer = SqsConsumer("x", None, None, settings)  # type: ignore[arg-type]
+    first, second, third = (consumer.retry_backoff(n) for n in (1, 2, 3))
+    assert 2 <= first <= 2.5 and 4 <= second <= 5 and 8 <= third <= 10
+    assert consumer.retry_backoff(20) == 30

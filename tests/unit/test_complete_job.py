@@ -19,7 +19,7 @@ from src.domain.errors import JobErrorCode
 from src.domain.events import JOB_COMPLETED, JOB_FAILED
 from src.domain.export_job import ExportJob, JobError
 from src.domain.job_status import CallbackStatus, JobStatus
-from src.domain.task_token import mask_token
+from src.domain.task_token import TaskToken, mask_token
 from src.infrastructure.log_setup import configure_logging
 from tests.fakes import T0, FakeCallbacks, FixedClock, InMemoryJobs, RecordingEvents
 from tests.unit.builders import JOB_ID, RAW_TOKEN, a_job
@@ -216,3 +216,47 @@ async def test_files_still_pending_leave_the_job_running_and_send_nothing():
     assert world.callbacks.calls == 0
     assert world.events.events == []
     assert world.stored.status is JobStatus.DOWNLOADING
+
+
+# --- several workflows wait for one job (a re-run that reused the jobId) ---------------
+
+SECOND = "SECOND" * 8
+
+
+def with_second_workflow(job: ExportJob) -> ExportJob:
+    return job.attach(TaskToken(SECOND))
+
+
+async def test_every_waiting_workflow_gets_the_same_answer_once():
+    world = World(with_second_workflow(downloading(total=2, completed=2, failed=0)))
+    await world.use_case.execute(DONE)
+    assert [token for token, _ in world.callbacks.successes] == [RAW_TOKEN, SECOND]
+    first, second = (output for _, output in world.callbacks.successes)
+    assert first == second
+    assert world.stored.callback.status is CallbackStatus.DELIVERED
+    assert world.stored.unanswered_tokens() == ()
+    await world.use_case.answer(world.stored)  # a late retry finds nobody left to answer
+    assert world.callbacks.calls == 2
+
+
+async def test_a_workflow_that_could_not_be_reached_is_the_only_one_answered_again():
+    world = World(with_second_workflow(downloading(total=2, completed=1, failed=1)))
+    world.callbacks.fail_for(SECOND, CallbackUnavailable("ThrottlingException"))
+    await world.use_case.execute(DONE)
+    assert world.stored.callback.status is CallbackStatus.RETRYING
+    assert world.stored.unanswered_tokens() == (TaskToken(SECOND),)
+    world.callbacks.recover(SECOND)
+    await world.use_case.answer(world.stored)
+    answered = [token for token, _error, _cause in world.callbacks.failures]
+    assert answered == [RAW_TOKEN, SECOND]
+    assert world.stored.callback.status is CallbackStatus.DELIVERED
+
+
+async def test_a_workflow_that_refuses_its_answer_does_not_stop_the_others():
+    world = World(with_second_workflow(downloading(total=1, completed=1, failed=0)))
+    world.callbacks.fail_for(RAW_TOKEN, CallbackRejected("TaskTimedOut"))
+    await world.use_case.execute(DONE)
+    assert [token for token, _ in world.callbacks.successes] == [SECOND]
+    assert world.stored.callback.status is CallbackStatus.DELIVERED
+    assert world.stored.callback.last_error == "TaskTimedOut"
+    assert world.stored.unanswered_tokens() == ()

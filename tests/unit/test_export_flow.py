@@ -20,6 +20,7 @@ from src.application.ports.export_api import (
     ExportState,
     ExportStatus,
 )
+from src.application.services.workflow_answers import WorkflowAnswers
 from src.application.use_cases.complete_job import CompleteJob
 from src.application.use_cases.dispatch_download_tasks import DispatchDownloadTasks
 from src.application.use_cases.poll_export_status import PollExportStatus
@@ -79,7 +80,8 @@ class Pipeline:
         dispatch = DispatchDownloadTasks(
             self.jobs, self.tasks, self.queue, complete, self.clock, "exports/"
         )
-        self.start = StartExportJob(self.jobs, self.events, self.clock, POLICY)
+        answers = WorkflowAnswers(self.jobs, self.callbacks, self.clock)
+        self.start = StartExportJob(self.jobs, self.events, self.clock, answers, POLICY)
         self.poller = PollExportStatus(
             self.jobs, self.api, dispatch, complete, self.clock, POLICY, LEASE
         )
@@ -209,13 +211,15 @@ async def test_expired_export_fails_the_job_as_export_expired():
 async def test_export_never_ready_times_out_after_max_attempts_with_backoff_between_polls():
     flow = Pipeline(status(ExportState.PENDING))
     job = await flow.run()
-    assert flow.api.calls == [EXPORT_ID] * 4
-    assert flow.intervals() == [5.0, 10.0, 20.0]
+    # The first status check (at intake) and then MAX_POLLING_ATTEMPTS (4) polls.
+    assert flow.api.calls == [EXPORT_ID] * 5
+    assert flow.intervals() == [5.0, 10.0, 20.0, 40.0]
     assert job.status is JobStatus.FAILED
-    assert job.error is not None
-    assert job.error.code == JobErrorCode.POLLING_TIMEOUT
-    [(token, error, _cause)] = flow.callbacks.failures
-    assert (token, error) == (RAW_TOKEN, "ExportTimedOut")
+    assert job.error == JobError(
+        JobErrorCode.POLLING_TIMEOUT, "Export did not complete after 4 attempts"
+    )
+    [(token, error, cause)] = flow.callbacks.failures
+    assert (token, error, cause) == (RAW_TOKEN, "ExportTimedOut", job.error.message)
 
 
 async def test_polls_until_ready_then_completes():
@@ -241,7 +245,7 @@ async def test_retryable_api_error_then_ready_completes():
 async def test_api_unavailable_on_every_poll_times_out():
     flow = Pipeline(ExportApiUnavailable("connection refused"))
     job = await flow.run()
-    assert len(flow.api.calls) == 4
+    assert len(flow.api.calls) == 5  # the first check, then MAX_POLLING_ATTEMPTS
     assert job.error is not None
     assert job.error.code == JobErrorCode.POLLING_TIMEOUT
 

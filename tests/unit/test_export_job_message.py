@@ -77,9 +77,14 @@ def test_callback_url_and_unknown_fields_are_ignored():
     assert message.to_command() == parse(MINIMAL).to_command()
 
 
-def test_callback_url_of_any_type_is_ignored():
-    assert parse(with_(callbackUrl=None)).to_command() == parse(MINIMAL).to_command()
-    assert parse(with_(callbackUrl=42)).to_command() == parse(MINIMAL).to_command()
+@pytest.mark.parametrize("url", [None, "mailto:ops@example.com", "s3://bucket/key", "urn:x:y"])
+def test_callback_url_of_any_scheme_is_accepted_and_ignored(url: str | None):
+    assert parse(with_(callbackUrl=url)).to_command() == parse(MINIMAL).to_command()
+
+
+@pytest.mark.parametrize("url", [42, "", "not a url", "example.com/cb", "https://a b", {}])
+def test_callback_url_that_does_not_parse_as_a_url_is_invalid(url: Any):
+    assert "callbackUrl" in reason_for(with_(callbackUrl=url))
 
 
 # --- invalid messages -----------------------------------------------------------------

@@ -6,7 +6,11 @@ from datetime import timedelta
 import pytest
 
 from src.application.commands import SendHeartbeatsCommand
-from src.application.ports.workflow_callbacks import CallbackRejected, CallbackUnavailable
+from src.application.ports.workflow_callbacks import (
+    CallbackRejected,
+    CallbackUnavailable,
+    TaskClosed,
+)
 from src.application.use_cases.cancel_job import CancelJob
 from src.application.use_cases.complete_job import CompleteJob
 from src.application.use_cases.send_heartbeats import SendHeartbeats
@@ -14,6 +18,7 @@ from src.domain.errors import JobErrorCode
 from src.domain.events import JOB_CANCELLED
 from src.domain.export_job import ExportJob
 from src.domain.job_status import CallbackStatus, JobStatus
+from src.domain.task_token import TaskToken
 from tests.fakes import T0, FakeCallbacks, FixedClock, InMemoryJobs, RecordingEvents
 from tests.unit.builders import JOB_ID, RAW_TOKEN, a_job
 
@@ -120,10 +125,10 @@ async def test_limit_bounds_one_round():
     assert len(set(world.callbacks.heartbeats)) == 3
 
 
-@pytest.mark.parametrize("code", ["TaskTimedOut", "TaskDoesNotExist", "InvalidToken"])
-async def test_rejected_heartbeat_cancels_the_job_without_answering(code):
+@pytest.mark.parametrize("code", ["TaskTimedOut", "TaskDoesNotExist"])
+async def test_closed_task_cancels_the_job_without_answering(code):
     world = World(a_job(status=JobStatus.DOWNLOADING, total=4, completed=1))
-    world.callbacks.fail_heartbeats_for(RAW_TOKEN, CallbackRejected(code, "gone"))
+    world.callbacks.fail_heartbeats_for(RAW_TOKEN, TaskClosed(code, "gone"))
     report = await world.use_case.execute(BEAT)
     assert report.cancelled == 1
     assert world.stored.status is JobStatus.CANCELLED
@@ -154,3 +159,40 @@ async def test_unavailable_heartbeat_leaves_the_job_alone_and_is_retried_next_ti
     assert (await world.use_case.execute(BEAT)).sent == 1
     assert world.callbacks.heartbeats == [RAW_TOKEN]
     assert world.stored == job
+
+
+@pytest.mark.parametrize("code", ["InvalidToken", "ValidationException"])
+async def test_invalid_token_stops_heartbeats_for_it_and_the_job_goes_on(code):
+    job = a_job(status=JobStatus.DOWNLOADING, total=4, completed=1)
+    world = World(job)
+    world.callbacks.fail_heartbeats_for(RAW_TOKEN, CallbackRejected(code))
+    report = await world.use_case.execute(BEAT)
+    assert report.cancelled == 0
+    assert world.stored.status is JobStatus.DOWNLOADING
+    assert world.stored.callback.status is CallbackStatus.PENDING  # it will be answered
+    assert world.stored.heartbeat_stopped == {TaskToken(RAW_TOKEN).digest()}
+    world.clock.advance(INTERVAL.total_seconds())
+    await world.use_case.execute(BEAT)
+    assert world.callbacks.heartbeat_attempts == [RAW_TOKEN]  # never tried again
+    assert world.events.events == []
+
+
+async def test_every_waiting_workflow_gets_heartbeats():
+    second = TaskToken("SECOND" * 8)
+    world = World(a_job(status=JobStatus.POLLING).attach(second))
+    await world.use_case.execute(BEAT)
+    assert world.callbacks.heartbeats == [RAW_TOKEN, second.reveal()]
+
+
+async def test_one_workflow_giving_up_does_not_cancel_a_job_others_wait_for():
+    second = TaskToken("SECOND" * 8)
+    world = World(a_job(status=JobStatus.DOWNLOADING, total=2).attach(second))
+    world.callbacks.fail_heartbeats_for(RAW_TOKEN, TaskClosed("TaskTimedOut"))
+    report = await world.use_case.execute(BEAT)
+    assert report.cancelled == 0
+    assert world.stored.status is JobStatus.DOWNLOADING
+    assert world.stored.unanswered_tokens() == (second,)
+    world.callbacks.fail_heartbeats_for(second.reveal(), TaskClosed("TaskDoesNotExist"))
+    world.clock.advance(INTERVAL.total_seconds())
+    assert (await world.use_case.execute(BEAT)).cancelled == 1
+    assert world.stored.status is JobStatus.CANCELLED

@@ -3,11 +3,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 from src.application.commands import StartExportJobCommand
+from src.application.services.workflow_answers import WorkflowAnswers
 from src.application.use_cases.start_export_job import StartExportJob
 from src.domain.events import JOB_CREATED
 from src.domain.job_status import CallbackStatus, JobStatus
 from src.domain.task_token import TaskToken
-from tests.fakes import T0, FixedClock, InMemoryJobs, RecordingEvents
+from tests.fakes import T0, FakeCallbacks, FixedClock, InMemoryJobs, RecordingEvents
 from tests.unit.builders import JOB_ID, RAW_TOKEN
 
 COMMAND = StartExportJobCommand(
@@ -23,8 +24,21 @@ IMPOSTOR = replace(
 )
 
 
-def start(jobs: InMemoryJobs, events: RecordingEvents | None = None) -> StartExportJob:
-    return StartExportJob(jobs=jobs, events=events or RecordingEvents(), clock=FixedClock())
+def start(
+    jobs: InMemoryJobs,
+    events: RecordingEvents | None = None,
+    callbacks: FakeCallbacks | None = None,
+    max_waiting: int = 10,
+) -> StartExportJob:
+    clock = FixedClock()
+    answers = WorkflowAnswers(jobs, callbacks or FakeCallbacks(), clock)
+    return StartExportJob(
+        jobs=jobs,
+        events=events or RecordingEvents(),
+        clock=clock,
+        answers=answers,
+        max_waiting=max_waiting,
+    )
 
 
 async def test_creates_the_job_with_processing_as_its_first_written_status():
@@ -94,7 +108,7 @@ async def test_duplicate_of_a_job_left_processing_by_a_crash_schedules_its_polli
     jobs = InMemoryJobs()
     await start(jobs).execute(COMMAND)
     jobs.items[JOB_ID] = jobs.created[0]  # as if the process died before the second write
-    result = await start(jobs).execute(IMPOSTOR)
+    result = await start(jobs).execute(COMMAND)
     assert not result.created
     assert jobs.items[JOB_ID].status is JobStatus.POLLING
     assert jobs.items[JOB_ID].export_id == "exp-1"
@@ -117,3 +131,86 @@ async def test_jobs_with_different_ids_are_both_created():
     assert (await start(jobs).execute(COMMAND)).created
     assert (await start(jobs).execute(replace(COMMAND, job_id=other))).created
     assert set(jobs.items) == {JOB_ID, other}
+
+
+# --- the same jobId again: redelivery, another workflow, or a conflict ------------------
+
+SECOND = replace(COMMAND, task_token=TaskToken("SECOND" * 8))
+THIRD = replace(COMMAND, task_token=TaskToken("THIRD" * 8))
+
+
+async def test_another_workflow_for_a_running_job_waits_with_it():
+    jobs, callbacks = InMemoryJobs(), FakeCallbacks()
+    await start(jobs).execute(COMMAND)
+    result = await start(jobs, callbacks=callbacks).execute(SECOND)
+    assert not result.created and not result.conflict
+    stored = jobs.items[JOB_ID]
+    assert stored.waiting_tokens == (SECOND.task_token,)
+    assert stored.task_token == COMMAND.task_token
+    assert callbacks.calls == 0  # answered when the job ends, not now
+
+
+async def test_redelivery_of_the_second_workflows_message_changes_nothing():
+    jobs = InMemoryJobs()
+    await start(jobs).execute(COMMAND)
+    await start(jobs).execute(SECOND)
+    before = jobs.items[JOB_ID]
+    await start(jobs).execute(SECOND)
+    await start(jobs).execute(COMMAND)
+    assert jobs.items[JOB_ID] == before
+
+
+async def test_a_job_without_a_token_gains_its_first_waiting_workflow():
+    jobs = InMemoryJobs()
+    await start(jobs).execute(replace(COMMAND, task_token=None))
+    await start(jobs).execute(SECOND)
+    stored = jobs.items[JOB_ID]
+    assert stored.has_task_token()
+    assert stored.callback.status is CallbackStatus.PENDING
+    assert stored.unanswered_tokens() == (SECOND.task_token,)
+
+
+async def test_a_workflow_for_a_finished_job_is_answered_at_once_from_its_outcome():
+    jobs, callbacks = InMemoryJobs(), FakeCallbacks()
+    await start(jobs).execute(COMMAND)
+    done = jobs.items[JOB_ID].complete(T0)
+    jobs.items[JOB_ID] = replace(
+        done, callback=replace(done.callback, status=CallbackStatus.DELIVERED)
+    )
+    await start(jobs, callbacks=callbacks).execute(THIRD)
+    [(token, output)] = callbacks.successes
+    assert token == THIRD.task_token.reveal()
+    assert output["status"] == "COMPLETED" and output["jobId"] == JOB_ID
+    await start(jobs, callbacks=callbacks).execute(THIRD)  # redelivered: answered once only
+    assert callbacks.calls == 1
+    assert jobs.items[JOB_ID].status is JobStatus.COMPLETED
+
+
+async def test_same_job_id_for_another_export_is_a_conflict_answered_and_never_attached():
+    jobs, callbacks = InMemoryJobs(), FakeCallbacks()
+    await start(jobs).execute(COMMAND)
+    before = jobs.items[JOB_ID]
+    result = await start(jobs, callbacks=callbacks).execute(IMPOSTOR)
+    assert result.conflict and not result.created
+    assert jobs.items[JOB_ID] == before
+    [(token, error, cause)] = callbacks.failures
+    assert (token, error) == ("B" * 40, "JobIdConflict")
+    assert JOB_ID in cause
+
+
+async def test_conflict_without_a_token_answers_nobody():
+    jobs, callbacks = InMemoryJobs(), FakeCallbacks()
+    await start(jobs).execute(COMMAND)
+    result = await start(jobs, callbacks=callbacks).execute(replace(IMPOSTOR, task_token=None))
+    assert result.conflict
+    assert callbacks.calls == 0
+
+
+async def test_waiting_workflows_are_bounded_and_the_one_over_the_bound_is_told():
+    jobs, callbacks = InMemoryJobs(), FakeCallbacks()
+    await start(jobs).execute(COMMAND)
+    await start(jobs, max_waiting=1).execute(SECOND)
+    await start(jobs, callbacks=callbacks, max_waiting=1).execute(THIRD)
+    assert jobs.items[JOB_ID].waiting_tokens == (SECOND.task_token,)
+    [(token, error, _cause)] = callbacks.failures
+    assert (token, error) == (THIRD.task_token.reveal(), "TooManyWaitingWorkflows")

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
+from enum import Enum
 from typing import Protocol
 
 from src.domain.export_job import ExportJob
 from src.domain.job_status import JobStatus
+from src.domain.task_token import TaskToken
 
 
 class ConditionFailed(Exception):
     """A conditional write lost: another writer changed the job first."""
+
+
+class AttachOutcome(Enum):
+    ATTACHED = "attached"
+    REFUSED = "refused"  # the job ended or its waiting list is full: read it again
 
 
 class JobRepository(Protocol):
@@ -27,6 +35,22 @@ class JobRepository(Protocol):
         """Write the job if nobody wrote it since it was read (same version); return it
         with its new version. Raises ConditionFailed otherwise, and when a terminal job
         would be changed into another status."""
+        ...
+
+    async def attach_workflow(
+        self, job_id: str, token: TaskToken, max_waiting: int
+    ) -> AttachOutcome:
+        """Add a waiting workflow to an unfinished job with fewer than `max_waiting`
+        waiting ones, in one conditional write that also moves the job's version (so a
+        concurrent terminal write made without it is refused and redone). Idempotent."""
+        ...
+
+    async def mark_answered(self, job_id: str, digests: Iterable[str]) -> None:
+        """Record workflows (token digests) as answered or gone; never undone."""
+        ...
+
+    async def stop_heartbeats(self, job_id: str, digests: Iterable[str]) -> None:
+        """Record tokens whose heartbeats are refused as invalid: no more heartbeats."""
         ...
 
     async def claim_due_for_polling(

@@ -15,6 +15,11 @@ class QueueMessage:
     receive_count: int = 1
 
 
+class MessageLost(Exception):
+    """The queue no longer lets us hold the message (its receipt is no longer valid):
+    someone else may be working on it now."""
+
+
 class MessageQueue(Protocol):
     """Long-polling receive, per-entry delete, visibility control."""
 
@@ -28,7 +33,9 @@ class MessageQueue(Protocol):
         """Delete a batch; returns the messages that could not be deleted."""
         ...
 
-    async def change_visibility(self, message: QueueMessage, seconds: int) -> None: ...
+    async def change_visibility(self, message: QueueMessage, seconds: int) -> None:
+        """Raises MessageLost when the receipt is no longer valid."""
+        ...
 
     async def reject(self, message: QueueMessage, reason: str) -> None:
         """Give up on a message that can never succeed: it goes to the dead-letter queue

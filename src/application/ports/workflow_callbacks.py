@@ -18,6 +18,11 @@ class CallbackRejected(CallbackError):
     """The workflow will never accept this token again (used, timed out, unknown)."""
 
 
+class TaskClosed(CallbackRejected):
+    """The task is closed (TaskTimedOut, TaskDoesNotExist): its workflow stopped waiting.
+    Unlike InvalidToken ("the provided token is not valid"), this means someone gave up."""
+
+
 class CallbackUnavailable(CallbackError):
     """Throttling, 5xx or network trouble that outlasted the adapter's retries."""
 

@@ -7,16 +7,12 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from src.application.callback_answer import SuccessAnswer, answer_for
 from src.application.commands import CompleteJobCommand
 from src.application.ports.clock import Clock
 from src.application.ports.event_publisher import EventPublisher
 from src.application.ports.job_repository import ConditionFailed, JobRepository
-from src.application.ports.workflow_callbacks import (
-    CallbackError,
-    CallbackUnavailable,
-    WorkflowCallbacks,
-)
+from src.application.ports.workflow_callbacks import WorkflowCallbacks
+from src.application.services.workflow_answers import WorkflowAnswers
 from src.domain.events import JOB_COMPLETED, JOB_FAILED, DomainEvent
 from src.domain.export_job import ExportJob
 from src.domain.job_status import JobStatus
@@ -99,28 +95,5 @@ class CompleteJob:
         return job
 
     async def answer(self, job: ExportJob) -> ExportJob:
-        """Send the workflow its answer and record how it went."""
-        assert job.task_token is not None
-        answer = answer_for(job)
-        try:
-            if isinstance(answer, SuccessAnswer):
-                await self.callbacks.send_success(job.task_token, answer.output)
-            else:
-                await self.callbacks.send_failure(job.task_token, answer.error, answer.cause)
-        except CallbackError as err:
-            retryable = isinstance(err, CallbackUnavailable)
-            log.error(
-                "workflow callback failed",
-                error_code=err.code,
-                retryable=retryable,
-                task_token=job.task_token,
-            )
-            job = job.callback_failed(err.code, self.clock.now(), retryable=retryable)
-        else:
-            log.info("workflow answered", task_token=job.task_token, kind=type(answer).__name__)
-            job = job.callback_delivered(self.clock.now())
-        try:
-            return await self.jobs.save(job)
-        except ConditionFailed:
-            log.warning("callback record lost a concurrent write")
-            return job
+        """Send every waiting workflow its answer and record how it went."""
+        return await WorkflowAnswers(self.jobs, self.callbacks, self.clock).answer(job)

@@ -86,7 +86,7 @@ class PollExportStatus:
         job = job.polled(now, self.policy)
         if job.polling_exhausted(now, self.policy):
             assert job.poll is not None
-            message = f"Export not ready after {job.poll.attempts} polling attempts"
+            message = f"Export did not complete after {job.poll.polls_after_first} attempts"
             await self._fail(job, JobErrorCode.POLLING_TIMEOUT, message)
             return
         await self.jobs.save(job)

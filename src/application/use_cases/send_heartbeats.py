@@ -14,10 +14,12 @@ from src.application.ports.job_repository import JobRepository
 from src.application.ports.workflow_callbacks import (
     CallbackRejected,
     CallbackUnavailable,
+    TaskClosed,
     WorkflowCallbacks,
 )
 from src.application.use_cases.cancel_job import CancelJob
 from src.domain.export_job import ExportJob
+from src.domain.task_token import TaskToken
 
 log = structlog.get_logger(__name__)
 
@@ -30,10 +32,16 @@ class HeartbeatReport:
 
 @dataclass(frozen=True, slots=True)
 class SendHeartbeats:
-    """For every unfinished job with a task token whose heartbeat is due, one replica
-    (the one whose conditional claim wins) sends SendTaskHeartbeat. A token the workflow
-    no longer accepts (TaskTimedOut, TaskDoesNotExist, InvalidToken) means the workflow
-    gave up: the job is cancelled without an answer. Throttling is left for next time."""
+    """For every unfinished job with a waiting workflow whose heartbeat is due, one
+    replica (the one whose conditional claim wins) sends SendTaskHeartbeat to each of its
+    workflows. Answers are read as AWS documents them:
+
+    - TaskTimedOut / TaskDoesNotExist: that task is closed, its workflow gave up. When no
+      workflow is left waiting, the job is cancelled without an answer.
+    - InvalidToken (or another permanent refusal): the token is not valid for heartbeats,
+      which says nothing about the workflow (emulators answer it for task states without
+      HeartbeatSeconds): heartbeats stop for that token, the job goes on to its answer.
+    - Throttling / 5xx: left for the next round."""
 
     jobs: JobRepository
     callbacks: WorkflowCallbacks
@@ -48,15 +56,34 @@ class SendHeartbeats:
         return HeartbeatReport(sent=len(due), cancelled=sum(results))
 
     async def _beat(self, job: ExportJob) -> bool:
-        assert job.task_token is not None
         with structlog.contextvars.bound_contextvars(job_id=job.job_id):
-            try:
-                await self.callbacks.send_heartbeat(job.task_token)
-            except CallbackRejected as err:
-                log.warning("workflow gave up; cancelling", error_code=err.code)
-                message = f"The workflow stopped waiting ({err.code})"
-                command = CancelJobCommand(job.job_id, message, False, gone_code=err.code)
-                return (await self.cancel_job.execute(command)).cancelled
-            except CallbackUnavailable as err:
-                log.warning("heartbeat not delivered; will retry", error_code=err.code)
+            closed: dict[TaskToken, str] = {}
+            invalid: list[TaskToken] = []
+            for token in job.heartbeat_tokens():
+                try:
+                    await self.callbacks.send_heartbeat(token)
+                except TaskClosed as err:
+                    log.warning("workflow gave up", error_code=err.code, task_token=token)
+                    closed[token] = err.code
+                except CallbackRejected as err:
+                    log.warning(
+                        "heartbeat refused; no more heartbeats for this token, the job goes on",
+                        error_code=err.code,
+                        task_token=token,
+                    )
+                    invalid.append(token)
+                except CallbackUnavailable as err:
+                    log.warning("heartbeat not delivered; will retry", error_code=err.code)
+            if invalid:
+                await self.jobs.stop_heartbeats(job.job_id, [t.digest() for t in invalid])
+            return await self._closed(job, closed) if closed else False
+
+    async def _closed(self, job: ExportJob, closed: dict[TaskToken, str]) -> bool:
+        still_waiting = [t for t in job.unanswered_tokens() if t not in closed]
+        code = next(iter(closed.values()))
+        if still_waiting:  # others wait on: only these are gone
+            await self.jobs.mark_answered(job.job_id, [t.digest() for t in closed])
             return False
+        message = f"The workflow stopped waiting ({code})"
+        command = CancelJobCommand(job.job_id, message, False, gone_code=code)
+        return (await self.cancel_job.execute(command)).cancelled

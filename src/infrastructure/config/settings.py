@@ -27,7 +27,12 @@ class Settings(BaseSettings):
     sqs_download_tasks_url: str = ""
     sqs_max_messages: int = Field(10, ge=1, le=10)
     sqs_wait_time_seconds: int = Field(20, ge=0, le=20)
-    sqs_visibility_timeout: int = Field(900, ge=1, le=43_200)
+    # The lease on every piece of work (a message, a file): set on receive and renewed
+    # every third of it while the work is alive, so a dead replica's work is visible
+    # again after about this long. (The original's default was 900.)
+    sqs_visibility_timeout: int = Field(60, ge=3, le=43_200)
+    sqs_retry_backoff_seconds: float = Field(2, ge=0, description="first retry after a failure")
+    sqs_retry_max_backoff_seconds: int = Field(60, ge=1, le=43_200)
     dynamodb_table_name: str = "export-job-state"
     dynamodb_tasks_table_name: str = "export-job-tasks"
     s3_bucket_name: str = ""
@@ -53,7 +58,9 @@ class Settings(BaseSettings):
     download_concurrency: int = Field(32, ge=1)
     download_timeout_ms: int = Field(300_000, ge=1)
     download_max_attempts: int = Field(3, ge=1)
-    download_lease_margin_seconds: float = Field(30, ge=0)
+    # A URL expiring within this margin is replaced by a fresh one before it is used.
+    url_refresh_margin_seconds: float = Field(60, ge=0)
+    max_waiting_workflows: int = Field(10, ge=0, le=50, description="per job, besides the first")
     # Comma-separated hosts and CIDR networks a download may reach although they are
     # private or loopback (the embedded sandbox sets 127.0.0.1/32).
     download_allowed_networks: str = ""
@@ -91,7 +98,5 @@ class Settings(BaseSettings):
         return self.download_timeout_ms / 1000
 
     @property
-    def download_lease_seconds(self) -> float:
-        """How long a worker owns a task: every attempt may use the whole timeout."""
-        attempts = self.download_timeout_seconds * self.download_max_attempts
-        return attempts + self.download_lease_margin_seconds
+    def work_lease_seconds(self) -> float:
+        return float(self.sqs_visibility_timeout)

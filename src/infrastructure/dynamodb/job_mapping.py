@@ -61,6 +61,17 @@ def _poll_state(item: dict[str, Any]) -> PollState | None:
     )
 
 
+# Written only by their own targeted ADD updates (attach, answers, heartbeats), never by
+# save(): a set grows concurrently and a stale snapshot must not shrink it.
+WAITING_TOKENS = "waitingTokens"
+ANSWERED_TOKENS = "answeredTokens"
+HEARTBEAT_STOPPED = "heartbeatStopped"
+
+
+def _strings(item: dict[str, Any], name: str) -> frozenset[str]:
+    return frozenset(str(v) for v in item.get(name) or ())
+
+
 def from_item(item: dict[str, Any]) -> ExportJob:
     error = item.get("error")
     token = item.get("taskToken")
@@ -89,4 +100,8 @@ def from_item(item: dict[str, Any]) -> ExportJob:
         lease_owner=item.get("leaseOwner"),
         lease_expires_at=parse_iso(item["leaseExpiresAt"]) if item.get("leaseExpiresAt") else None,
         version=int(item.get("version", 0)),
+        # Sorted: a set has no order, and answers should go out in a stable one.
+        waiting_tokens=tuple(TaskToken(t) for t in sorted(_strings(item, WAITING_TOKENS))),
+        answered=_strings(item, ANSWERED_TOKENS),
+        heartbeat_stopped=_strings(item, HEARTBEAT_STOPPED),
     )

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from src.application.ports.job_repository import ConditionFailed
+from src.application.ports.job_repository import AttachOutcome, ConditionFailed
 from src.domain.export_job import ExportJob
 from src.domain.job_status import TERMINAL, JobStatus
+from src.domain.task_token import TaskToken
 from src.domain.time import iso_ms
-from src.infrastructure.dynamodb import job_mapping
+from src.infrastructure.dynamodb import job_mapping, job_tokens
 from src.infrastructure.dynamodb.codec import from_item, to_attr
 from src.infrastructure.dynamodb.errors import error_code, is_condition_failure
 
@@ -78,6 +80,21 @@ class DynamoDbJobRepository:  # implements JobRepository
             raise
         return saved
 
+    async def attach_workflow(
+        self, job_id: str, token: TaskToken, max_waiting: int
+    ) -> AttachOutcome:
+        return await job_tokens.attach(self._client, self._table, job_id, token, max_waiting)
+
+    async def mark_answered(self, job_id: str, digests: Iterable[str]) -> None:
+        await job_tokens.add_digests(
+            self._client, self._table, job_id, job_tokens.ANSWERED_TOKENS, digests
+        )
+
+    async def stop_heartbeats(self, job_id: str, digests: Iterable[str]) -> None:
+        await job_tokens.add_digests(
+            self._client, self._table, job_id, job_tokens.HEARTBEAT_STOPPED, digests
+        )
+
     @staticmethod
     def _save_condition(job: ExportJob) -> str:
         # Items written by the original service have no version yet; and whatever the
@@ -107,7 +124,7 @@ class DynamoDbJobRepository:  # implements JobRepository
         for status in (JobStatus.PROCESSING, JobStatus.POLLING, JobStatus.DOWNLOADING):
             found += await self._query_status(
                 status,
-                "attribute_exists(taskToken) AND "
+                "(attribute_exists(taskToken) OR attribute_exists(waitingTokens)) AND "
                 "(attribute_not_exists(nextHeartbeatAt) OR nextHeartbeatAt <= :now)",
                 {":now": {"S": iso_ms(now)}},
                 limit - len(found),

@@ -8,10 +8,21 @@ from typing import Any
 import structlog
 from botocore.exceptions import ClientError
 
-from src.application.ports.message_queue import QueueMessage
+from src.application.ports.message_queue import MessageLost, QueueMessage
 from src.infrastructure.sqs.dead_letters import dead_letter_queue_url
 
 log = structlog.get_logger(__name__)
+
+
+# The receipt no longer holds the message (deleted, or received again by someone else).
+_RECEIPT_GONE = frozenset(
+    {
+        "ReceiptHandleIsInvalid",
+        "AWS.SimpleQueueService.MessageNotInflight",
+        "MessageNotInflight",
+        "InvalidReceiptHandle",
+    }
+)
 
 
 class SqsMessageQueue:  # implements MessageQueue
@@ -55,9 +66,15 @@ class SqsMessageQueue:  # implements MessageQueue
         return failed
 
     async def change_visibility(self, message: QueueMessage, seconds: int) -> None:
-        await self._client.change_message_visibility(
-            QueueUrl=self._url, ReceiptHandle=message.receipt_handle, VisibilityTimeout=seconds
-        )
+        try:
+            await self._client.change_message_visibility(
+                QueueUrl=self._url, ReceiptHandle=message.receipt_handle, VisibilityTimeout=seconds
+            )
+        except ClientError as err:
+            code = str(err.response.get("Error", {}).get("Code", ""))
+            if code in _RECEIPT_GONE:
+                raise MessageLost(code) from None
+            raise
 
     async def reject(self, message: QueueMessage, reason: str) -> None:
         """Move a message that can never be processed to the queue's DLQ at once, with the

@@ -8,14 +8,19 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from src.application.ports.workflow_callbacks import CallbackRejected, CallbackUnavailable
+from src.application.ports.workflow_callbacks import (
+    CallbackRejected,
+    CallbackUnavailable,
+    TaskClosed,
+)
 from src.domain.task_token import TaskToken
 from src.infrastructure.metrics import CALLBACKS
 
-# The workflow will never take this token again: retrying cannot help.
-PERMANENT = frozenset(
-    {"TaskDoesNotExist", "TaskTimedOut", "InvalidToken", "InvalidOutput", "ValidationException"}
-)
+# As AWS documents them: the task is closed (the workflow stopped waiting) ...
+CLOSED = frozenset({"TaskDoesNotExist", "TaskTimedOut"})
+# ... or the request can never succeed ("InvalidToken: the provided token is not valid"),
+# which says nothing about whether anyone still waits. Neither is worth retrying.
+PERMANENT = CLOSED | {"InvalidToken", "InvalidOutput", "ValidationException"}
 
 
 class StepFunctionsCallbacks:  # implements WorkflowCallbacks
@@ -55,7 +60,7 @@ class StepFunctionsCallbacks:  # implements WorkflowCallbacks
             code = err.response.get("Error", {}).get("Code", "Unknown")
             if code in PERMANENT:
                 CALLBACKS.labels(kind, "rejected", code).inc()
-                raise CallbackRejected(code) from None
+                raise (TaskClosed if code in CLOSED else CallbackRejected)(code) from None
             CALLBACKS.labels(kind, "unavailable", code).inc()
             raise CallbackUnavailable(code) from None
         except BotoCoreError as err:

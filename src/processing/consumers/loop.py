@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
 import structlog
 
-from src.application.ports.message_queue import MessageQueue, QueueMessage
+from src.application.ports.message_queue import MessageLost, MessageQueue, QueueMessage
 
 log = structlog.get_logger(__name__)
 
@@ -35,9 +36,14 @@ Handler = Callable[[QueueMessage], Awaitable[Outcome]]
 class ConsumerSettings:
     max_messages: int = 10
     wait_seconds: int = 20
-    visibility_timeout: int = 900
+    visibility_timeout: int = 60  # the message's lease, renewed every third while alive
     concurrency: int = 10
     error_backoff_seconds: float = 1.0
+    # A message whose handling failed comes back after base x 2^(receives-1) seconds
+    # (capped), not after the visibility timeout: no job may exist for it yet, so no
+    # heartbeat keeps its workflow waiting meanwhile.
+    retry_backoff_seconds: float = 2.0
+    retry_backoff_max_seconds: int = 60
 
 
 class SqsConsumer:
@@ -130,7 +136,9 @@ class SqsConsumer:
         return self._slots._value
 
     async def _process(self, message: QueueMessage) -> None:
-        keeper = asyncio.create_task(self._keep_invisible(message))
+        work = asyncio.current_task()
+        assert work is not None
+        keeper = asyncio.create_task(self._keep_invisible(message, work))
         try:
             with structlog.contextvars.bound_contextvars(message_id=message.message_id):
                 outcome = await self._handle(message)
@@ -150,8 +158,19 @@ class SqsConsumer:
         try:
             return await self._handler(message)
         except Exception:
-            log.exception("message handling failed; it will be retried", consumer=self.name)
-            return Outcome(Ack.RETRY, "handler error")
+            backoff = self.retry_backoff(message.receive_count)
+            log.exception(
+                "message handling failed; it will be retried",
+                consumer=self.name,
+                receive_count=message.receive_count,
+                retry_in_seconds=backoff,
+            )
+            return Outcome(Ack.RETRY, "handler error", retry_after=backoff)
+
+    def retry_backoff(self, receive_count: int) -> int:
+        base = self._settings.retry_backoff_seconds * float(2 ** max(0, receive_count - 1))
+        jitter = random.uniform(0, base / 4)
+        return max(1, min(self._settings.retry_backoff_max_seconds, int(base + jitter)))
 
     async def _settle(self, message: QueueMessage, outcome: Outcome) -> None:
         try:
@@ -164,12 +183,18 @@ class SqsConsumer:
         except Exception as err:
             log.error("acknowledgement failed", consumer=self.name, error=type(err).__name__)
 
-    async def _keep_invisible(self, message: QueueMessage) -> None:
-        """Extend the visibility timeout while the message is in progress."""
+    async def _keep_invisible(self, message: QueueMessage, work: asyncio.Task[None]) -> None:
+        """Renew the message's visibility every third of it while it is in progress. A
+        renewal the queue refuses for good (the message was received again elsewhere)
+        means the lease is lost: stop the work and let it be handed back."""
         timeout = self._settings.visibility_timeout
         while True:
             await asyncio.sleep(max(1.0, timeout / 3))
             try:
                 await self._queue.change_visibility(message, timeout)
+            except MessageLost as err:
+                log.warning("message lease lost; stopping its work", reason=str(err))
+                work.cancel()
+                return
             except Exception as err:
                 log.warning("visibility extension failed", error=type(err).__name__)

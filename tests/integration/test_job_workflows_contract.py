@@ -1,0 +1,107 @@
+"""The job repository's workflow sets (waiting tokens, answered, heartbeats stopped): one
+contract, run against the in-memory fake and the DynamoDB adapter alike."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from src.application.ports.job_repository import AttachOutcome, ConditionFailed
+from src.domain.export_job import ExportJob
+from src.domain.job_status import CallbackStatus, JobStatus
+from src.domain.task_token import TaskToken
+from src.infrastructure.dynamodb.job_repository import DynamoDbJobRepository
+from src.local.provision import Resources
+from src.local.stack import EmbeddedStack
+from tests.fakes import T0, InMemoryJobs
+from tests.integration.conftest import provision_for, service_client
+
+FIRST = TaskToken("FIRST-" + "a" * 60)
+SECOND = TaskToken("SECOND-" + "b" * 60)
+THIRD = TaskToken("THIRD-" + "c" * 60)
+
+
+@pytest.fixture(scope="module")
+def resources(embedded_stack: EmbeddedStack) -> Resources:
+    return provision_for(embedded_stack, "jobsets")
+
+
+@pytest.fixture(params=["fake", "dynamodb"])
+async def jobs(
+    request: pytest.FixtureRequest, embedded_stack: EmbeddedStack, resources: Resources
+) -> AsyncIterator[Any]:
+    if request.param == "fake":
+        yield InMemoryJobs()
+        return
+    async with service_client(embedded_stack, "dynamodb") as client:
+        yield DynamoDbJobRepository(client, resources.table_name)
+
+
+async def stored_job(jobs: Any, token: TaskToken | None = FIRST) -> ExportJob:
+    job = ExportJob.create(
+        job_id=str(uuid.uuid4()), export_id="e", user_id="u", now=T0, task_token=token
+    )
+    assert await jobs.create(job)
+    saved = await jobs.save(job.start_polling(T0))
+    return saved
+
+
+async def test_attach_adds_a_waiting_workflow_and_moves_the_version(jobs: Any):
+    job = await stored_job(jobs)
+    assert await jobs.attach_workflow(job.job_id, SECOND, 10) is AttachOutcome.ATTACHED
+    read = await jobs.get(job.job_id)
+    assert read.waiting_tokens == (SECOND,)
+    assert read.tokens() == (FIRST, SECOND)
+    assert read.version > job.version
+    with pytest.raises(ConditionFailed):  # a terminal write from the old snapshot is refused
+        await jobs.save(job.complete(T0))
+
+
+async def test_attach_is_idempotent_and_bounded(jobs: Any):
+    job = await stored_job(jobs)
+    await jobs.attach_workflow(job.job_id, SECOND, 1)
+    await jobs.attach_workflow(job.job_id, SECOND, 2)
+    assert (await jobs.get(job.job_id)).waiting_tokens == (SECOND,)
+    assert await jobs.attach_workflow(job.job_id, THIRD, 1) is AttachOutcome.REFUSED
+    assert (await jobs.get(job.job_id)).waiting_tokens == (SECOND,)
+
+
+async def test_attach_to_a_job_without_a_token_makes_its_answer_due(jobs: Any):
+    job = await stored_job(jobs, token=None)
+    assert job.callback.status is CallbackStatus.NOT_REQUIRED
+    await jobs.attach_workflow(job.job_id, SECOND, 10)
+    read = await jobs.get(job.job_id)
+    assert read.callback.status is CallbackStatus.PENDING
+    assert read.has_task_token()
+
+
+async def test_attach_to_a_finished_job_is_refused(jobs: Any):
+    job = await stored_job(jobs)
+    await jobs.save(job.complete(T0))
+    assert await jobs.attach_workflow(job.job_id, SECOND, 10) is AttachOutcome.REFUSED
+    assert (await jobs.get(job.job_id)).waiting_tokens == ()
+
+
+async def test_answered_and_stopped_digests_only_grow_and_survive_saves(jobs: Any):
+    job = await stored_job(jobs)
+    await jobs.attach_workflow(job.job_id, SECOND, 10)
+    await jobs.mark_answered(job.job_id, [FIRST.digest()])
+    await jobs.stop_heartbeats(job.job_id, [SECOND.digest()])
+    read = await jobs.get(job.job_id)
+    saved = await jobs.save(read.move_to(JobStatus.DOWNLOADING, T0))  # a stale-free save
+    await jobs.mark_answered(job.job_id, [])
+    read = await jobs.get(job.job_id)
+    assert read.answered == {FIRST.digest()}
+    assert read.heartbeat_stopped == {SECOND.digest()}
+    assert read.heartbeat_tokens() == ()
+    assert read.version == saved.version
+
+
+async def test_heartbeats_are_claimed_for_a_job_whose_only_workflow_came_later(jobs: Any):
+    job = await stored_job(jobs, token=None)
+    await jobs.attach_workflow(job.job_id, SECOND, 10)
+    claimed = await jobs.claim_due_heartbeats(T0, T0, 1000)
+    assert job.job_id in {c.job_id for c in claimed}
