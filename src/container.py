@@ -48,6 +48,7 @@ def _transfer_limits(s: Settings) -> TransferLimits:
         multipart_threshold=s.s3_multipart_threshold_mb * _MIB,
         parts_in_flight=s.s3_parts_in_flight,
         max_redirects=s.download_max_redirects,
+        read_timeout_seconds=s.download_read_timeout_seconds,
     )
 
 
@@ -200,6 +201,10 @@ class Container(containers.DeclarativeContainer):
         events=events,
         clock=clock,
         lease=providers.Callable(lambda s: timedelta(seconds=s.work_lease_seconds), settings),
+        export_api=export_api,
+        url_margin=providers.Callable(
+            lambda s: timedelta(seconds=s.url_refresh_margin_seconds), settings
+        ),
     )
 
     # Driving side

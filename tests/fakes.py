@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from src.application.ports.export_api import ExportStatus
-from src.application.ports.file_transfer import TransferFailed, TransferResult
+from src.application.ports.file_transfer import OnCheckpoint, TransferFailed, TransferResult
 from src.application.ports.job_repository import AttachOutcome, ConditionFailed
 from src.application.ports.work_queue import TaskRef
 from src.application.ports.workflow_callbacks import CallbackError
@@ -17,6 +17,7 @@ from src.domain.events import DomainEvent
 from src.domain.export_job import ExportJob
 from src.domain.job_status import CallbackStatus, JobStatus
 from src.domain.task_token import TaskToken
+from src.domain.upload_checkpoint import UploadCheckpoint
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123000, tzinfo=UTC)
 
@@ -202,6 +203,17 @@ class InMemoryTasks:  # implements TaskRepository
         self.items[(task.job_id, task.task_id)] = claimed
         return claimed
 
+    async def renew(
+        self, task: DownloadTask, owner: str, until: datetime, upload: UploadCheckpoint | None
+    ) -> bool:
+        await asyncio.sleep(0)
+        stored = self.items[(task.job_id, task.task_id)]
+        if stored.status is not TaskStatus.RUNNING or stored.lease_owner != owner:
+            return False
+        renewed = replace(stored, lease_expires_at=until)
+        self.items[(task.job_id, task.task_id)] = renewed.checkpointed(upload or stored.upload)
+        return True
+
     async def record_result(self, task: DownloadTask, owner: str) -> bool:
         await asyncio.sleep(0)
         stored = self.items[(task.job_id, task.task_id)]
@@ -349,11 +361,14 @@ class FakeExportApi:  # implements ExportApi
 
 
 class FakeTransfer:  # implements FileTransfer
-    """Succeeds for every URL except those in `failing`; records (url, key) per call."""
+    """Succeeds for every URL except those in `failing` (404) and `refused` (403, as an
+    expired presigned URL is); records (url, key) per call and every `resume` it got."""
 
-    def __init__(self, failing: Iterable[str] = ()) -> None:
+    def __init__(self, failing: Iterable[str] = (), refused: Iterable[str] = ()) -> None:
         self.failing = set(failing)
+        self.refused = set(refused)
         self.calls: list[tuple[str, str]] = []
+        self.resumes: list[UploadCheckpoint | None] = []
 
     @property
     def keys(self) -> list[str]:
@@ -366,9 +381,14 @@ class FakeTransfer:  # implements FileTransfer
         *,
         expected_size: int | None = None,
         expected_sha256: str | None = None,
+        resume: UploadCheckpoint | None = None,
+        on_checkpoint: OnCheckpoint | None = None,
     ) -> TransferResult:
         self.calls.append((url, key))
+        self.resumes.append(resume)
         await asyncio.sleep(0)
+        if url in self.refused:
+            raise TransferFailed("HTTP 403 from the file server", url_refused=True)
         if url in self.failing:
             raise TransferFailed(f"HTTP 404 for file {len(self.calls)}")
         return TransferResult(key=key, bytes=expected_size or 0, sha256="0" * 64)

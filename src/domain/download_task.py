@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from src.domain.errors import DomainError
+from src.domain.upload_checkpoint import UploadCheckpoint
 
 
 class TaskStatus(StrEnum):
@@ -44,6 +45,17 @@ class DownloadTask:
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
     finished_at: datetime | None = None
+    url_expires_at: datetime | None = None  # the Export API's expiresAt for `url`
+    upload: UploadCheckpoint | None = None  # a big file's copy in progress
+
+    def url_expires_within(self, now: datetime, margin: timedelta) -> bool:
+        return self.url_expires_at is not None and self.url_expires_at <= now + margin
+
+    def with_url(self, url: str, expires_at: datetime | None) -> DownloadTask:
+        return replace(self, url=url, url_expires_at=expires_at)
+
+    def checkpointed(self, upload: UploadCheckpoint | None) -> DownloadTask:
+        return replace(self, upload=upload)
 
     def __repr__(self) -> str:  # the URL may be presigned: keep it out of reprs
         return f"DownloadTask({self.job_id}/{self.task_id} #{self.index} {self.status})"
@@ -74,5 +86,10 @@ class DownloadTask:
         if self.status is not TaskStatus.RUNNING:
             raise DomainError(f"task {self.task_id} is {self.status}, not RUNNING")
         return replace(
-            self, status=status, finished_at=now, lease_owner=None, lease_expires_at=None
+            self,
+            status=status,
+            finished_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+            upload=None,  # finished either way: nothing left to resume
         )

@@ -25,8 +25,14 @@ from botocore.exceptions import ClientError
 EXPORT_JOBS_QUEUE = "export-jobs"
 DOWNLOAD_TASKS_QUEUE = "download-tasks"
 DLQ_SUFFIX = "-dlq"
-QUEUE_VISIBILITY_TIMEOUT_SECONDS = 900
-DLQ_MAX_RECEIVE_COUNT = 3
+# The service sets its own visibility (SQS_VISIBILITY_TIMEOUT, 60 s) on every receive;
+# the queue's default only applies to other readers, so it says the same.
+QUEUE_VISIBILITY_TIMEOUT_SECONDS = 60
+# Invalid messages go to the DLQ at once (the service rejects them); this count is for
+# handler failures (throttling, outages), retried after 2, 4, 8, 16 s: about 30 s in all
+# with the receive waits, below HEARTBEAT_INTERVAL_SECONDS (60), which is itself below
+# the state machine's HeartbeatSeconds (300). See the README's "Timing".
+DLQ_MAX_RECEIVE_COUNT = 5
 # Work items are legitimately received more than once (job not DOWNLOADING yet for a
 # moment after dispatch, the task's lease still held by a replica that just died), so
 # their queue allows more receives before a message counts as poison.

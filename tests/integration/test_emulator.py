@@ -148,10 +148,10 @@ def test_provision_is_idempotent_and_complete(
     attributes = sqs.get_queue_attributes(
         QueueUrl=resources.export_jobs_url, AttributeNames=["All"]
     )["Attributes"]
-    assert attributes["VisibilityTimeout"] == "900"
+    assert attributes["VisibilityTimeout"] == "60"
     redrive = json.loads(attributes["RedrivePolicy"])
     assert redrive["deadLetterTargetArn"].endswith(f"{prefix}export-jobs-dlq")
-    assert int(redrive["maxReceiveCount"]) == 3
+    assert int(redrive["maxReceiveCount"]) == 5
 
 
 def test_state_machine_template_renders_valid_json() -> None:

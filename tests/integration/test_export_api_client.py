@@ -12,7 +12,6 @@ import pytest
 from src.application.ports.export_api import (
     ExportApiRejected,
     ExportApiUnavailable,
-    ExportFile,
     ExportState,
     MalformedExportResponse,
 )
@@ -226,7 +225,10 @@ async def test_base_url_with_a_trailing_slash(make_api, sandbox, new_tag) -> Non
 
     status = await make_api(base_url=f"{sandbox.base_url}/").get_export(export_id)
 
-    assert status.files == (
-        ExportFile(url=sandbox.file_url(sandbox.plan(export_id), 0), file_name="file-0.bin"),
+    [file] = status.files
+    assert (file.url, file.file_name) == (
+        sandbox.file_url(sandbox.plan(export_id), 0),
+        "file-0.bin",
     )
+    assert file.expires_at is not None and file.expires_at.tzinfo is not None
     assert sandbox.poll_count(export_id) == 1

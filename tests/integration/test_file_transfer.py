@@ -1,18 +1,24 @@
 """AiohttpFileTransfer (+ S3StreamingUpload) from the sandbox file server into the
 embedded S3: one PutObject or a multipart upload, sha256 on the fly, limits, retries,
-and nothing left under the key (or open as an upload) when a transfer fails."""
+and nothing left under the key (or open as an upload) when a transfer fails. Then the
+hard cases: byte-exact copies of encoded files, resuming a big file from its last stored
+part (Range + If-Range), starting over when the source cannot resume or changed, and a
+refused (expired) presigned URL."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 import pytest
 
 from src.application.ports.file_transfer import TransferFailed
+from src.domain.upload_checkpoint import UploadCheckpoint
 from src.infrastructure.http.file_transfer import AiohttpFileTransfer, TransferLimits
 from src.infrastructure.http.url_guard import UrlPolicy, open_guarded_session
 from src.local.provision import Resources
@@ -391,3 +397,162 @@ async def test_s3_errors_are_transfer_failures(make_transfer, sandbox, new_tag) 
         )
 
     assert_safe(failed.value.reason)
+
+
+# --- byte-exact copies, resuming, starting over, refused URLs --------------------------
+
+PART = 5 * MIB
+SIZE = 6 * PART  # 30 MiB: six parts
+
+
+def big_transfer(make_transfer: Any) -> Any:
+    return make_transfer(part_size=PART, multipart_threshold=PART, parts_in_flight=2)
+
+
+async def copy_until_checkpoints(
+    transfer: Any, url: str, key: str, wanted: int
+) -> list[UploadCheckpoint]:
+    """Start a copy and kill it (as SIGKILL would: no clean-up) after `wanted` checkpoints."""
+    seen: list[UploadCheckpoint] = []
+    enough = asyncio.Event()
+
+    async def record(checkpoint: UploadCheckpoint) -> None:
+        seen.append(checkpoint)
+        if len(seen) >= wanted:
+            enough.set()
+
+    copying = asyncio.create_task(
+        transfer.transfer(url, key, expected_size=SIZE, on_checkpoint=record)
+    )
+    waiting = asyncio.create_task(enough.wait())
+    await asyncio.wait({copying, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    assert not copying.done(), "the copy finished before it could be interrupted"
+    copying.cancel()
+    waiting.cancel()
+    await asyncio.gather(copying, return_exceptions=True)
+    return seen
+
+
+async def test_gzip_encoded_file_is_stored_byte_for_byte_with_its_headers(
+    make_transfer, sandbox, s3, resources, new_tag
+) -> None:
+    export_id = f"{new_tag()}-gzip-checksum-size-300000"
+    served = SandboxExportApi.served_bytes(export_id, 0, 300_000)
+    key = f"exports/{export_id}/0_file-0.bin"
+    result = await make_transfer().transfer(
+        url_of(sandbox, export_id),
+        key,
+        expected_size=len(served),
+        expected_sha256=SandboxExportApi.served_sha256(export_id, 0, 300_000),
+    )
+    stored = s3.get_object(Bucket=resources.bucket, Key=key)
+    assert stored["Body"].read() == served  # compressed, exactly as served
+    assert served[:2] == b"\x1f\x8b"
+    assert stored["ContentEncoding"] == "gzip"
+    assert stored["ContentType"] == "text/csv"
+    assert result.bytes == len(served)
+
+
+async def test_content_type_is_kept_on_a_multipart_object(
+    make_transfer, sandbox, s3, resources, new_tag
+) -> None:
+    export_id = f"{new_tag()}-size-{2 * PART + 10}"
+    key = f"exports/{export_id}/0_file-0.bin"
+    await big_transfer(make_transfer).transfer(url_of(sandbox, export_id), key)
+    head = s3.head_object(Bucket=resources.bucket, Key=key)
+    assert head["ContentType"] == "application/octet-stream"
+
+
+async def test_an_interrupted_copy_resumes_from_its_last_stored_part(
+    make_transfer, sandbox, s3, resources, new_tag
+) -> None:
+    export_id = f"{new_tag()}-size-{SIZE}-ratemb-40"
+    url, key = url_of(sandbox, export_id), f"exports/{export_id}/0_file-0.bin"
+    checkpoints = await copy_until_checkpoints(big_transfer(make_transfer), url, key, 3)
+    last = checkpoints[-1]
+    assert [p.number for p in last.parts] == [1, 2, 3]
+    assert last.next_offset == 3 * PART
+    sent_before = sandbox.bytes_sent(export_id)
+
+    result = await big_transfer(make_transfer).transfer(url, key, expected_size=SIZE, resume=last)
+
+    expected = SandboxExportApi.file_sha256(export_id, 0, SIZE)
+    assert (result.bytes, result.sha256) == (SIZE, expected)
+    assert stored_sha256(s3, resources, key) == (SIZE, expected)
+    assert sandbox.range_requests(export_id) == 1
+
+    def resent() -> int:
+        return sandbox.bytes_sent(export_id) - sent_before
+
+    for _ in range(50):  # the counter catches up with the last write
+        if resent() >= SIZE - last.next_offset:
+            break
+        await asyncio.sleep(0.05)
+    assert resent() == SIZE - last.next_offset  # only the missing bytes came again
+    assert open_uploads(s3, resources, key) == []
+
+
+@pytest.mark.parametrize("keyword", ["norange", "changing"])
+async def test_a_source_that_cannot_resume_or_changed_starts_over_and_drops_the_stale_upload(
+    make_transfer, sandbox, s3, resources, new_tag, keyword
+) -> None:
+    export_id = f"{new_tag()}-{keyword}-size-{SIZE}-ratemb-40"
+    url, key = url_of(sandbox, export_id), f"exports/{export_id}/0_file-0.bin"
+    checkpoints = await copy_until_checkpoints(big_transfer(make_transfer), url, key, 2)
+    stale = checkpoints[-1].upload_id
+
+    result = await big_transfer(make_transfer).transfer(
+        url, key, expected_size=SIZE, resume=checkpoints[-1]
+    )
+
+    expected = SandboxExportApi.file_sha256(export_id, 0, SIZE)
+    assert result.sha256 == expected
+    assert stored_sha256(s3, resources, key) == (SIZE, expected)
+    assert sandbox.range_requests(export_id) == 0
+    uploads = s3.list_multipart_uploads(Bucket=resources.bucket, Prefix=key).get("Uploads", [])
+    assert stale not in [u["UploadId"] for u in uploads]
+
+
+async def test_a_checkpoint_whose_upload_is_gone_starts_over(
+    make_transfer, sandbox, s3, resources, new_tag
+) -> None:
+    export_id = f"{new_tag()}-size-{SIZE}-ratemb-40"
+    url, key = url_of(sandbox, export_id), f"exports/{export_id}/0_file-0.bin"
+    checkpoints = await copy_until_checkpoints(big_transfer(make_transfer), url, key, 2)
+    s3.abort_multipart_upload(Bucket=resources.bucket, Key=key, UploadId=checkpoints[-1].upload_id)
+    result = await big_transfer(make_transfer).transfer(
+        url, key, expected_size=SIZE, resume=checkpoints[-1]
+    )
+    assert result.sha256 == SandboxExportApi.file_sha256(export_id, 0, SIZE)
+    assert sandbox.range_requests(export_id) == 0
+
+
+async def test_retries_within_one_transfer_resume_too(
+    make_transfer, sandbox, s3, resources, new_tag
+) -> None:
+    """A body cut mid-way (the per-attempt deadline here) is retried from the last part."""
+    export_id = f"{new_tag()}-size-{SIZE}-ratemb-12"
+    url, key = url_of(sandbox, export_id), f"exports/{export_id}/0_file-0.bin"
+    transfer = make_transfer(
+        part_size=PART, multipart_threshold=PART, timeout_seconds=1.5, max_attempts=5
+    )
+    result = await transfer.transfer(url, key, expected_size=SIZE, on_checkpoint=_ignore)
+    assert result.sha256 == SandboxExportApi.file_sha256(export_id, 0, SIZE)
+    assert result.attempts > 1
+    assert sandbox.range_requests(export_id) >= 1
+
+
+async def _ignore(checkpoint: UploadCheckpoint) -> None:
+    return None
+
+
+async def test_an_expired_presigned_url_is_refused_as_such(make_transfer, sandbox, new_tag) -> None:
+    export_id = f"{new_tag()}-urlttl-1"
+    issued = datetime.now(UTC) - timedelta(minutes=5)
+    url = sandbox.file_url(ExportPlan.parse(export_id), 0, issued=issued)  # long expired
+    with pytest.raises(TransferFailed) as failed:
+        await make_transfer().transfer(url, f"exports/{export_id}/0_file-0.bin")
+    assert failed.value.url_refused
+    assert not failed.value.retryable
+    assert "X-Amz-Signature" not in failed.value.reason
+    assert sandbox.expired_refusals(export_id) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
@@ -21,6 +22,7 @@ class ExportFile:
     file_name: str
     size: int | None = None
     sha256: str | None = None
+    expires_at: datetime | None = None  # the URL's own expiry, when the API says it
 
 
 @dataclass(frozen=True, slots=True)

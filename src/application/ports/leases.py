@@ -6,6 +6,10 @@ from datetime import datetime
 from typing import Protocol
 
 
+class LeaseLost(Exception):
+    """A renewal was refused: someone else holds the work now. Stop, keep nothing."""
+
+
 class Leases(Protocol):
     """`acquire` is one conditional write: it succeeds when the lease is free, expired,
     or already held by `owner` (renewal)."""

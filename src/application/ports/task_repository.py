@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Protocol
 
 from src.domain.download_task import DownloadTask
+from src.domain.upload_checkpoint import UploadCheckpoint
 
 
 class TaskRepository(Protocol):
@@ -28,6 +29,14 @@ class TaskRepository(Protocol):
     ) -> DownloadTask | None:
         """PENDING, or RUNNING with an expired lease, becomes RUNNING under `owner` until
         `until` (attempts + 1). None when another owner holds it or it is finished."""
+        ...
+
+    async def renew(
+        self, task: DownloadTask, owner: str, until: datetime, upload: UploadCheckpoint | None
+    ) -> bool:
+        """Extend `owner`'s lease on a RUNNING task to `until`, storing the upload's
+        checkpoint when one is given, in one conditional write. False: the lease is lost
+        (another worker took the task, or it is finished): stop and hand back."""
         ...
 
     async def record_result(self, task: DownloadTask, owner: str) -> bool:

@@ -59,4 +59,5 @@ class DispatchDownloadTasks:
             created_at=now,
             expected_size=file.size,
             expected_sha256=file.sha256,
+            url_expires_at=file.expires_at,
         )

@@ -13,13 +13,18 @@ import structlog
 from src.application.commands import CompleteJobCommand, ProcessFileCommand
 from src.application.ports.clock import Clock
 from src.application.ports.event_publisher import EventPublisher
+from src.application.ports.export_api import ExportApi, ExportState
 from src.application.ports.file_transfer import FileTransfer, TransferFailed
 from src.application.ports.job_repository import JobRepository
+from src.application.ports.leases import LeaseLost
 from src.application.ports.task_repository import TaskRepository
+from src.application.services.lease_keeper import LeaseKeeper
 from src.application.use_cases.complete_job import CompleteJob, JobNotFound
 from src.domain.download_task import DownloadTask, TaskStatus
 from src.domain.events import TASK_COMPLETED, TASK_FAILED, DomainEvent
+from src.domain.export_job import ExportJob
 from src.domain.job_status import JobStatus
+from src.domain.upload_checkpoint import UploadCheckpoint
 
 log = structlog.get_logger(__name__)
 
@@ -44,7 +49,13 @@ class ProcessFile:
     """Leases the task, streams the file, then records the result and the job's counter
     in one transaction that only the lease holder of a RUNNING task can make, so a
     redelivered work item never counts twice. Whoever records the last file runs
-    CompleteJob, whose conditional write has exactly one winner."""
+    CompleteJob, whose conditional write has exactly one winner.
+
+    The lease is short and renewed every third of it while the copy is alive (each stored
+    part of a big file is checkpointed in the same write), so a dead worker's file is free
+    again about one lease later and resumes from its last stored part. A URL about to
+    expire, or refused with 403, is replaced by the one the Export API lists now for the
+    same file; only a file it no longer lists fails."""
 
     jobs: JobRepository
     tasks: TaskRepository
@@ -53,6 +64,8 @@ class ProcessFile:
     events: EventPublisher
     clock: Clock
     lease: timedelta
+    export_api: ExportApi | None = None
+    url_margin: timedelta = timedelta(seconds=60)
 
     async def execute(self, command: ProcessFileCommand) -> FileResult:
         task = await self.tasks.get(command.job_id, command.task_id)
@@ -74,9 +87,16 @@ class ProcessFile:
         claimed = await self.tasks.claim(task, command.owner, now + self.lease, now)
         if claimed is None:
             return self._busy(await self.tasks.get(command.job_id, command.task_id), now)
+        keeper = LeaseKeeper(self.clock, self.lease)
         try:
-            finished = await self._copy(claimed)
-        except asyncio.CancelledError:  # shutting down: let another worker take it now
+            finished = await keeper.hold(
+                lambda until: self.tasks.renew(claimed, command.owner, until, None),
+                self._copy(job, claimed, command.owner, keeper),
+            )
+        except LeaseLost:
+            log.warning("another worker took the file over; leaving it", task_id=task.task_id)
+            return FileResult(FileOutcome.BUSY, int(self.lease.total_seconds()))
+        except BaseException:  # shutting down or a failure: let another worker take it now
             await asyncio.shield(self.tasks.release(claimed, command.owner))
             raise
         if not await self.tasks.record_result(finished, command.owner):
@@ -98,16 +118,58 @@ class ProcessFile:
         left = (task.lease_expires_at - now).total_seconds()
         return FileResult(FileOutcome.BUSY, max(1, min(int(left) + 1, 43_200)))
 
-    async def _copy(self, task: DownloadTask) -> DownloadTask:
-        try:
-            result = await self.transfer.transfer(
-                task.url,
-                task.output_key,
-                expected_size=task.expected_size,
-                expected_sha256=task.expected_sha256,
-            )
-        except TransferFailed as err:
-            log.warning("file failed", index=task.index, reason=err.reason, attempts=err.attempts)
-            return task.fail(err.reason, self.clock.now())
-        log.info("file stored", index=task.index, key=result.key, bytes=result.bytes)
-        return task.succeed(size=result.bytes, sha256=result.sha256, now=self.clock.now())
+    async def _copy(
+        self, job: ExportJob, task: DownloadTask, owner: str, keeper: LeaseKeeper
+    ) -> DownloadTask:
+        async def checkpoint(upload: UploadCheckpoint) -> None:
+            nonlocal task
+            if not await self.tasks.renew(task, owner, keeper.until(), upload):
+                raise LeaseLost("the file's lease was taken over")
+            task = task.checkpointed(upload)
+
+        if task.url_expires_within(self.clock.now(), self.url_margin):
+            log.info("download URL expires soon; asking for a fresh one", index=task.index)
+            task = await self._fresh_url(job, task)
+            if task.status is TaskStatus.FAILED:
+                return task
+        refreshed = False
+        while True:
+            try:
+                result = await self.transfer.transfer(
+                    task.url,
+                    task.output_key,
+                    expected_size=task.expected_size,
+                    expected_sha256=task.expected_sha256,
+                    resume=task.upload,
+                    on_checkpoint=checkpoint,
+                )
+            except TransferFailed as err:
+                if err.url_refused and not refreshed and self.export_api is not None:
+                    log.info("download URL refused; asking for a fresh one", index=task.index)
+                    task, refreshed = await self._fresh_url(job, task), True
+                    if task.status is TaskStatus.FAILED:
+                        return task
+                    continue
+                log.warning(
+                    "file failed", index=task.index, reason=err.reason, attempts=err.attempts
+                )
+                return task.fail(err.reason, self.clock.now())
+            log.info("file stored", index=task.index, key=result.key, bytes=result.bytes)
+            return task.succeed(size=result.bytes, sha256=result.sha256, now=self.clock.now())
+
+    async def _fresh_url(self, job: ExportJob, task: DownloadTask) -> DownloadTask:
+        """The URL the Export API lists now for this file (same index and name). Its being
+        unavailable raises: the work item is retried later, the file is not failed."""
+        if self.export_api is None:
+            return task
+        status = await self.export_api.get_export(job.export_id)
+        listed = status.files[task.index] if task.index < len(status.files) else None
+        if (
+            status.state is not ExportState.READY
+            or listed is None
+            or (listed.file_name != task.file_name)
+        ):
+            reason = "the Export API no longer lists this file"
+            log.warning("file failed", index=task.index, reason=reason)
+            return task.fail(reason, self.clock.now())
+        return task.with_url(listed.url, listed.expires_at)

@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     download_concurrency: int = Field(32, ge=1)
     download_timeout_ms: int = Field(300_000, ge=1)
     download_max_attempts: int = Field(3, ge=1)
+    download_read_timeout_seconds: float = Field(30, gt=0, description="no byte this long: stalled")
     # A URL expiring within this margin is replaced by a fresh one before it is used.
     url_refresh_margin_seconds: float = Field(60, ge=0)
     max_waiting_workflows: int = Field(10, ge=0, le=50, description="per job, besides the first")

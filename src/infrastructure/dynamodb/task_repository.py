@@ -13,6 +13,7 @@ from botocore.exceptions import ClientError
 from src.domain.download_task import DownloadTask, TaskStatus
 from src.domain.job_status import JobStatus
 from src.domain.time import iso_ms
+from src.domain.upload_checkpoint import UploadCheckpoint
 from src.infrastructure.dynamodb import task_mapping
 from src.infrastructure.dynamodb.codec import from_item, to_attr
 from src.infrastructure.dynamodb.errors import error_code, is_condition_failure
@@ -102,6 +103,33 @@ class DynamoDbTaskRepository:  # implements TaskRepository
                 return None
             raise
         return task_mapping.from_item(from_item(response["Attributes"]))
+
+    async def renew(
+        self, task: DownloadTask, owner: str, until: datetime, upload: UploadCheckpoint | None
+    ) -> bool:
+        values: dict[str, Any] = {
+            ":until": {"S": iso_ms(until)},
+            ":running": {"S": TaskStatus.RUNNING.value},
+            ":owner": {"S": owner},
+        }
+        expression = "SET leaseExpiresAt = :until"
+        if upload is not None:
+            expression += ", #u = :upload"
+            values[":upload"] = to_attr(task_mapping.checkpoint_to_item(upload))
+        try:
+            await self._client.update_item(
+                TableName=self._tasks,
+                Key=self._key(task),
+                UpdateExpression=expression,
+                ConditionExpression="#s = :running AND leaseOwner = :owner",
+                ExpressionAttributeNames={"#s": "status", **({"#u": "upload"} if upload else {})},
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as err:
+            if is_condition_failure(err):
+                return False
+            raise
+        return True
 
     async def release(self, task: DownloadTask, owner: str) -> None:
         try:

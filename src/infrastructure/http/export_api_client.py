@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from urllib.parse import quote
 
 import aiohttp
@@ -94,8 +95,21 @@ class AiohttpExportApi:  # implements ExportApi
             log.warning("malformed Export API response", reason=reason)
             raise MalformedExportResponse(f"malformed response: {reason}") from None
         files = tuple(
-            ExportFile(url=d.url, file_name=d.fileName, size=d.fileSize, sha256=d.checksum)
+            ExportFile(
+                url=d.url,
+                file_name=d.fileName,
+                size=d.fileSize,
+                sha256=d.checksum,
+                expires_at=_utc(d.expiresAt),
+            )
             for d in parsed.downloadUrls or []
         )
         message = parsed.error.message if parsed.error else None
         return ExportStatus(export_id, ExportState(parsed.status), files, message)
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """A timestamp without a zone is read as UTC, as the Export API writes them."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
@@ -14,7 +15,7 @@ class DownloadUrl(BaseModel):
     fileName: StrictStr = Field(min_length=1)
     fileSize: int | None = Field(None, ge=0)
     checksum: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
-    expiresAt: str | None = None
+    expiresAt: datetime | None = None  # when the (presigned) URL stops working
 
 
 class ExportError(BaseModel):

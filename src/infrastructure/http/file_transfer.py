@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -15,7 +13,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 from yarl import URL
 
-from src.application.ports.file_transfer import TransferFailed, TransferResult
+from src.application.ports.file_transfer import OnCheckpoint, TransferFailed, TransferResult
+from src.domain.upload_checkpoint import UploadCheckpoint
+from src.infrastructure.http.resume import CopyJob, Resumer, source_validator
 from src.infrastructure.http.url_guard import UnsafeUrl, UrlPolicy, open_guarded_session
 from src.infrastructure.metrics import DOWNLOAD_BYTES, DOWNLOADS
 from src.infrastructure.redaction import redact_url
@@ -38,6 +38,7 @@ class TransferLimits:
     parts_in_flight: int = 2
     backoff_seconds: float = 0.5
     max_redirects: int = 5
+    read_timeout_seconds: float = 30.0  # no byte for this long: the source stalled
 
 
 def _retryable(err: BaseException) -> bool:
@@ -47,13 +48,6 @@ def _retryable(err: BaseException) -> bool:
 def _refused(err: UnsafeUrl, url: str | URL) -> TransferFailed:
     log.warning("download refused", rule=err.rule, url=redact_url(str(url)))
     return TransferFailed(f"refused by download policy: {err.rule}")
-
-
-def _time_left(deadline: float) -> aiohttp.ClientTimeout:
-    left = deadline - asyncio.get_running_loop().time()
-    if left <= 0:
-        raise TimeoutError
-    return aiohttp.ClientTimeout(total=left)
 
 
 async def open_file_transfer(
@@ -87,6 +81,7 @@ class AiohttpFileTransfer:  # implements FileTransfer
         self._bucket = bucket
         self._limits = limits
         self._policy = policy
+        self._resumer = Resumer(s3, bucket)
 
     async def transfer(
         self,
@@ -95,9 +90,12 @@ class AiohttpFileTransfer:  # implements FileTransfer
         *,
         expected_size: int | None = None,
         expected_sha256: str | None = None,
+        resume: UploadCheckpoint | None = None,
+        on_checkpoint: OnCheckpoint | None = None,
     ) -> TransferResult:
+        job = CopyJob(key, expected_size, expected_sha256, resume, on_checkpoint)
         try:
-            result = await self._transfer(url, key, expected_size, expected_sha256)
+            result = await self._transfer(url, job)
         except TransferFailed:
             DOWNLOADS.labels("failed").inc()
             raise
@@ -105,9 +103,7 @@ class AiohttpFileTransfer:  # implements FileTransfer
         DOWNLOAD_BYTES.inc(result.bytes)
         return result
 
-    async def _transfer(
-        self, url: str, key: str, expected_size: int | None, expected_sha256: str | None
-    ) -> TransferResult:
+    async def _transfer(self, url: str, job: CopyJob) -> TransferResult:
         try:
             checked = self._policy.check_url(url)
         except UnsafeUrl as err:
@@ -125,41 +121,58 @@ class AiohttpFileTransfer:  # implements FileTransfer
             async for attempt in retrying:
                 with attempt:
                     tried += 1
-                    result = await self._once(checked, key, expected_size, expected_sha256)
+                    result = await self._attempt(checked, job)
                     return replace(result, attempts=tried)
         except TransferFailed as err:
             err.attempts = tried
+            await self._resumer.discard(job)  # it failed for good: nothing to resume
             raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _once(
-        self, url: URL, key: str, expected_size: int | None, expected_sha256: str | None
-    ) -> TransferResult:
-        deadline = asyncio.get_running_loop().time() + self._limits.timeout_seconds
+    async def _attempt(self, url: URL, job: CopyJob) -> TransferResult:
+        """One try; its deadline covers everything: waiting, reading, uploading, completing."""
         try:
-            async with await self._follow(url, deadline) as response:
-                self._check_response(response, expected_size)
-                return await self._stream(response, key, expected_size, expected_sha256)
-        except UnsafeUrl as err:
-            raise _refused(err, url) from None
+            async with asyncio.timeout(self._limits.timeout_seconds):
+                return await self._once(url, job)
         except TimeoutError:
             raise TransferFailed("download timed out", retryable=True) from None
+
+    async def _once(self, url: URL, job: CopyJob) -> TransferResult:
+        resume = await self._resumer.verified(job)
+        headers: dict[str, str] = {"Accept-Encoding": "identity"}  # the bytes as stored
+        if resume is not None:
+            headers["Range"] = f"bytes={resume.next_offset}-"
+            headers["If-Range"] = resume.validator
+        try:
+            async with await self._follow(url, headers) as response:
+                resume = await self._resumer.matched(job, resume, response)
+                if resume is not None and response.status == 416:
+                    return await self._stream(None, job, resume)  # every byte is stored
+                self._check_response(response, None if resume else job.expected_size)
+                return await self._stream(response, job, resume)
+        except UnsafeUrl as err:
+            raise _refused(err, url) from None
         except aiohttp.ClientError as err:
             reason = f"download failed ({type(err).__name__})"
             raise TransferFailed(reason, retryable=True) from None
         except ClientError as err:
             code = str(err.response.get("Error", {}).get("Code", "Unknown"))
             status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-            retryable = status >= 500 or "Throttl" in code or code == "SlowDown"
+            retryable = status >= 500 or "Throttl" in code or code in ("SlowDown", "NoSuchUpload")
             raise TransferFailed(f"storage failed ({code})", retryable=retryable) from None
         except BotoCoreError as err:
             raise TransferFailed(f"storage failed ({type(err).__name__})", retryable=True) from None
 
-    async def _follow(self, url: URL, deadline: float) -> aiohttp.ClientResponse:
-        """GET `url`, following redirects ourselves so that each target is checked first."""
+    async def _follow(self, url: URL, headers: dict[str, str]) -> aiohttp.ClientResponse:
+        """GET `url`, following redirects ourselves so that each target is checked first.
+        No automatic decompression: the object stored is exactly the bytes served."""
         for hop in range(self._limits.max_redirects + 1):
             response = await self._session.get(
-                url, allow_redirects=False, timeout=_time_left(deadline)
+                url,
+                allow_redirects=False,
+                headers=headers,
+                auto_decompress=False,
+                timeout=aiohttp.ClientTimeout(sock_read=self._limits.read_timeout_seconds),
             )
             if response.status not in _REDIRECTS:
                 return response
@@ -178,6 +191,8 @@ class AiohttpFileTransfer:  # implements FileTransfer
             raise TransferFailed(
                 f"HTTP {status} from {redact_url(str(response.url))}", retryable=True
             )
+        if status == 403:  # an expired or revoked presigned URL, most likely
+            raise TransferFailed(f"HTTP 403 from {redact_url(str(response.url))}", url_refused=True)
         if status >= 400:
             raise TransferFailed(f"HTTP {status} from {redact_url(str(response.url))}")
         length = response.content_length
@@ -189,38 +204,40 @@ class AiohttpFileTransfer:  # implements FileTransfer
             raise TransferFailed(f"size mismatch: expected {expected} bytes, server sends {length}")
 
     async def _stream(
-        self,
-        response: aiohttp.ClientResponse,
-        key: str,
-        expected_size: int | None,
-        expected_sha256: str | None,
+        self, response: aiohttp.ClientResponse | None, job: CopyJob, resume: UploadCheckpoint | None
     ) -> TransferResult:
+        """Source bytes → upload. `response` None: everything is stored already (a replica
+        died between the last part and completing the upload)."""
         limits = self._limits
+        headers = response.headers if response is not None else {}
         upload = S3StreamingUpload(
             self._s3,
             self._bucket,
-            key,
+            job.key,
             part_size=limits.part_size,
             threshold=limits.multipart_threshold,
             parts_in_flight=limits.parts_in_flight,
+            content_type=headers.get(aiohttp.hdrs.CONTENT_TYPE),
+            content_encoding=headers.get(aiohttp.hdrs.CONTENT_ENCODING),
+            resume=resume,
+            validator=source_validator(response) if response is not None else None,
+            on_checkpoint=job.checkpoint,
         )
-        digest = hashlib.sha256()
-        size = 0
+        size = resume.next_offset if resume else 0
         try:
-            async for chunk in response.content.iter_chunked(_CHUNK):
-                size += len(chunk)
-                if size > limits.max_bytes:
-                    raise TransferFailed(f"file is over the {limits.max_bytes} byte limit")
-                digest.update(chunk)
-                await upload.write(chunk)
-            sha256 = digest.hexdigest()
-            self._verify(size, sha256, expected_size, expected_sha256)
-            await upload.complete({"sha256": sha256, "bytes": str(size)})
-        except BaseException:
-            with contextlib.suppress(Exception):  # never hide the original error
-                await upload.abort()
+            if response is not None:
+                async for chunk in response.content.iter_chunked(_CHUNK):
+                    size += len(chunk)
+                    if size > limits.max_bytes:
+                        raise TransferFailed(f"file is over the {limits.max_bytes} byte limit")
+                    await upload.write(chunk)
+            sha256 = await upload.seal()
+            self._verify(size, sha256, job.expected_size, job.expected_sha256)
+            await upload.complete({"bytes": str(size)})
+        except BaseException as err:
+            await self._resumer.keep_or_abort(job, upload, err)
             raise
-        return TransferResult(key=key, bytes=size, sha256=sha256)
+        return TransferResult(key=job.key, bytes=size, sha256=sha256)
 
     @staticmethod
     def _verify(size: int, sha256: str, expected_size: int | None, expected: str | None) -> None:

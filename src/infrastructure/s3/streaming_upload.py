@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+from src.domain.upload_checkpoint import StoredPart, UploadCheckpoint
+from src.infrastructure.s3.part_hasher import PartHasher
+
+OnCheckpoint = Callable[[UploadCheckpoint], Awaitable[None]]
 
 
 class S3StreamingUpload:
     """Buffers up to `threshold` bytes; a smaller object is one PutObject, a larger one a
     multipart upload with at most `parts_in_flight` parts uploading at a time. Peak memory
-    is about (parts_in_flight + 1) x part_size, whatever the object's size."""
+    is about (parts_in_flight + 1) x part_size, whatever the object's size.
+
+    The sha256 is computed here, part by part in source order, so its state is known at
+    every part boundary: each time the stored parts reach further from byte 0 without a
+    gap, `on_checkpoint` gets them with that state (when the source has a `validator` to
+    resume against). `resume` continues such an upload after its last stored part."""
 
     def __init__(
         self,
@@ -21,18 +32,42 @@ class S3StreamingUpload:
         part_size: int,
         threshold: int,
         parts_in_flight: int = 2,
+        content_type: str | None = None,
+        content_encoding: str | None = None,
+        resume: UploadCheckpoint | None = None,
+        validator: str | None = None,
+        on_checkpoint: OnCheckpoint | None = None,
     ) -> None:
         self._client = client
         self._bucket = bucket
         self._key = key
         self._part_size = part_size
         self._threshold = max(threshold, part_size)
+        self._headers: dict[str, str] = {}
+        if resume is not None:
+            content_type, content_encoding = resume.content_type, resume.content_encoding
+        if content_type:
+            self._headers["ContentType"] = content_type
+        if content_encoding:
+            self._headers["ContentEncoding"] = content_encoding
         self._buffer = bytearray()
-        self._upload_id: str | None = None
-        self._parts: list[dict[str, Any]] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._next_part = 1
         self._slots = asyncio.Semaphore(parts_in_flight)
+        self._checkpoints = asyncio.Lock()
+        self._validator = resume.validator if resume else validator
+        self._hasher = PartHasher(resume.hash_state if resume else None)
+        resumable = self._validator is not None and self._hasher.resumable
+        self._on_checkpoint = on_checkpoint if resumable else None
+        self._upload_id: str | None = resume.upload_id if resume else None
+        self._stored: list[StoredPart] = list(resume.parts) if resume else []
+        self._done: dict[int, tuple[StoredPart, str | None]] = {}
+        self._next_part = resume.next_part_number if resume else 1
+        self._offset = resume.next_offset if resume else 0
+        self._sha256 = ""
+
+    @property
+    def upload_id(self) -> str | None:
+        return self._upload_id
 
     async def write(self, chunk: bytes) -> None:
         self._buffer += chunk
@@ -41,22 +76,39 @@ class S3StreamingUpload:
         while len(self._buffer) >= self._part_size:
             await self._start_part(self._part_size)
 
+    async def seal(self) -> str:
+        """No more bytes: hash the rest (the last part starts uploading) and return the
+        sha256 of the whole object, resumed bytes included, before anything is final."""
+        if self._upload_id is None:
+            self._hasher.update(self._buffer)
+        elif self._buffer or self._next_part == 1:  # no empty extra part after an exact fit
+            await self._start_part(len(self._buffer))
+        self._sha256 = self._hasher.hexdigest()
+        return self._sha256
+
     async def complete(self, metadata: dict[str, str]) -> None:
+        """Make the object visible under its key (after `seal`)."""
+        metadata = {**metadata, "sha256": self._sha256}
         if self._upload_id is None:
             await self._client.put_object(
-                Bucket=self._bucket, Key=self._key, Body=bytes(self._buffer), Metadata=metadata
+                Bucket=self._bucket,
+                Key=self._key,
+                Body=bytes(self._buffer),
+                Metadata=metadata,
+                **self._headers,
             )
             self._buffer.clear()
             return
-        if self._buffer or not self._tasks:  # no empty extra part after an exact fit
-            await self._start_part(len(self._buffer))
         await self._drain()
-        parts = sorted(self._parts, key=lambda p: p["PartNumber"])
+        parts = sorted(
+            [*self._stored, *(part for part, _state in self._done.values())],
+            key=lambda p: p.number,
+        )
         await self._client.complete_multipart_upload(
             Bucket=self._bucket,
             Key=self._key,
             UploadId=self._upload_id,
-            MultipartUpload={"Parts": parts},
+            MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": p.etag} for p in parts]},
         )
         # Multipart metadata is fixed at creation, before the hash is known: tag instead.
         tags = [{"Key": k, "Value": v} for k, v in metadata.items()]
@@ -65,20 +117,26 @@ class S3StreamingUpload:
         )
 
     async def abort(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._buffer.clear()
+        await self.stop()
         if self._upload_id is not None:
             await self._client.abort_multipart_upload(
                 Bucket=self._bucket, Key=self._key, UploadId=self._upload_id
             )
 
+    async def stop(self) -> None:
+        """Stop uploading but keep what is stored, for another attempt to resume."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._buffer.clear()
+
     async def _start_part(self, size: int) -> None:
         """Wait for an upload slot *before* cutting the part, so no finished part waits in
         memory: at most `parts_in_flight` parts exist besides the buffer."""
         if self._upload_id is None:
-            created = await self._client.create_multipart_upload(Bucket=self._bucket, Key=self._key)
+            created = await self._client.create_multipart_upload(
+                Bucket=self._bucket, Key=self._key, **self._headers
+            )
             self._upload_id = created["UploadId"]
         await self._slots.acquire()
         failed = [t for t in self._tasks if t.done() and t.exception() is not None]
@@ -86,7 +144,11 @@ class S3StreamingUpload:
             self._slots.release()
             raise failed[0].exception()  # type: ignore[misc]
         number, self._next_part = self._next_part, self._next_part + 1
-        self._tasks.append(asyncio.create_task(self._upload_part(number, self._cut(size))))
+        start, self._offset = self._offset, self._offset + size
+        body = self._cut(size)
+        state = self._hasher.state() if self._on_checkpoint else None
+        task = asyncio.create_task(self._upload_part(number, start, body, state))
+        self._tasks.append(task)
 
     def _cut(self, size: int) -> io.BytesIO:
         """One copy of the part, into a buffer the HTTP client can send as it is (a
@@ -94,12 +156,16 @@ class S3StreamingUpload:
         body = io.BytesIO()
         with memoryview(self._buffer) as view:
             body.write(view[:size])
+            self._hasher.update(view[:size])
         del self._buffer[:size]
         body.seek(0)
         return body
 
-    async def _upload_part(self, number: int, data: io.BytesIO) -> None:
+    async def _upload_part(
+        self, number: int, start: int, data: io.BytesIO, state: str | None
+    ) -> None:
         try:
+            size = data.getbuffer().nbytes
             response = await self._client.upload_part(
                 Bucket=self._bucket,
                 Key=self._key,
@@ -107,9 +173,36 @@ class S3StreamingUpload:
                 PartNumber=number,
                 Body=data,
             )
-            self._parts.append({"PartNumber": number, "ETag": response["ETag"]})
+            part = StoredPart(number, str(response["ETag"]), start, start + size)
+            self._done[number] = (part, state)
         finally:
             self._slots.release()
+        await self._checkpoint()
+
+    async def _checkpoint(self) -> None:
+        """Report the parts that now reach further from byte 0 without a gap."""
+        if self._on_checkpoint is None or self._upload_id is None or self._validator is None:
+            return
+        async with self._checkpoints:
+            state = None
+            while self._stored_next() in self._done:
+                part, state = self._done.pop(self._stored_next())
+                self._stored.append(part)
+            if state is None:
+                return
+            await self._on_checkpoint(
+                UploadCheckpoint(
+                    upload_id=self._upload_id,
+                    validator=self._validator,
+                    parts=tuple(self._stored),
+                    hash_state=state,
+                    content_type=self._headers.get("ContentType"),
+                    content_encoding=self._headers.get("ContentEncoding"),
+                )
+            )
+
+    def _stored_next(self) -> int:
+        return self._stored[-1].number + 1 if self._stored else 1
 
     async def _drain(self) -> None:
         results = await asyncio.gather(*self._tasks, return_exceptions=True)
