@@ -51,6 +51,9 @@ class CancelJobCommand:
     message: str
     notify_workflow: bool = True
     gone_code: str | None = None  # why the workflow is gone, recorded on the callback
+    # The workflows known to be gone (token digests): the job is cancelled only if no
+    # other workflow still waits on it, judged on the job as read now.
+    closed_tokens: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

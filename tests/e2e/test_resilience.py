@@ -196,7 +196,6 @@ def test_lost_work_items_are_requeued_by_the_reaper(
         # the dead replica's task lease: 3 s x 1 attempt + 1 s
         "DOWNLOAD_TIMEOUT_MS": "3000",
         "DOWNLOAD_MAX_ATTEMPTS": "1",
-        "DOWNLOAD_LEASE_MARGIN_SECONDS": "1",
     }
     victim = ServiceProcess(env, tmp_path / "victim.log", **overrides).start()
     services.append(victim)

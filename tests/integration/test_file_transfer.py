@@ -556,3 +556,26 @@ async def test_an_expired_presigned_url_is_refused_as_such(make_transfer, sandbo
     assert not failed.value.retryable
     assert "X-Amz-Signature" not in failed.value.reason
     assert sandbox.expired_refusals(export_id) == 1
+
+
+async def test_a_refused_url_keeps_the_stored_parts_for_the_fresh_one(
+    make_transfer, sandbox, s3, resources, new_tag
+) -> None:
+    export_id = f"{new_tag()}-size-{SIZE}-ratemb-40"
+    url, key = url_of(sandbox, export_id), f"exports/{export_id}/0_file-0.bin"
+    checkpoints = await copy_until_checkpoints(big_transfer(make_transfer), url, key, 2)
+    expired_export = f"{new_tag()}-urlttl-1"
+    expired = sandbox.file_url(
+        ExportPlan.parse(expired_export), 0, issued=datetime.now(UTC) - timedelta(minutes=5)
+    )
+    with pytest.raises(TransferFailed) as failed:
+        await big_transfer(make_transfer).transfer(
+            expired, key, expected_size=SIZE, resume=checkpoints[-1]
+        )
+    assert failed.value.url_refused
+    assert open_uploads(s3, resources, key) == [key]  # kept for the retry with a fresh URL
+    result = await big_transfer(make_transfer).transfer(
+        url, key, expected_size=SIZE, resume=checkpoints[-1]
+    )
+    assert result.sha256 == SandboxExportApi.file_sha256(export_id, 0, SIZE)
+    assert sandbox.range_requests(export_id) == 1

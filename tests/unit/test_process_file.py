@@ -217,3 +217,38 @@ async def test_lost_lease_mid_file_leaves_the_task_to_its_new_owner():
     assert result.outcome is FileOutcome.BUSY
     assert world.stored.lease_owner == "worker-2"  # not released: it is not ours
     assert world.stored.status is TaskStatus.RUNNING
+
+
+async def test_renewals_failing_until_the_lease_runs_out_stop_the_work():
+    async def throttled(until: object) -> bool:
+        raise RuntimeError("ThrottlingException")
+
+    keeper = LeaseKeeper(FixedClock(), timedelta(seconds=1.5))
+    clock = keeper.clock
+    assert isinstance(clock, FixedClock)
+
+    async def work() -> None:
+        for _ in range(100):
+            await asyncio.sleep(0.1)
+            clock.advance(0.1)  # time passes for the lease too
+
+    with pytest.raises(LeaseLost):
+        await keeper.hold(throttled, work())
+
+
+async def test_a_checkpoint_that_cannot_be_stored_for_now_does_not_fail_the_file():
+    world = World(task())
+    renew = world.tasks.renew
+
+    async def throttled_once(*args: object) -> bool:
+        world.tasks.renew = renew  # type: ignore[method-assign]
+        raise RuntimeError("ProvisionedThroughputExceededException")
+
+    async def checkpointing(url: str, key: str, **kwargs: object) -> TransferResult:
+        world.tasks.renew = throttled_once  # type: ignore[method-assign]
+        await kwargs["on_checkpoint"](CHECKPOINT)  # type: ignore[operator]
+        return TransferResult(key=key, bytes=8, sha256="0" * 64)
+
+    world.use_case.transfer.transfer = checkpointing  # type: ignore[method-assign]
+    assert (await world.use_case.execute(WORK)).outcome is FileOutcome.RECORDED
+    assert world.stored.status is TaskStatus.COMPLETED

@@ -196,3 +196,22 @@ async def test_one_workflow_giving_up_does_not_cancel_a_job_others_wait_for():
     world.clock.advance(INTERVAL.total_seconds())
     assert (await world.use_case.execute(BEAT)).cancelled == 1
     assert world.stored.status is JobStatus.CANCELLED
+
+
+async def test_a_workflow_attached_after_the_heartbeat_read_keeps_the_job_alive():
+    """The heartbeat saw one workflow; another attached before the cancel was written."""
+    world = World(a_job(status=JobStatus.DOWNLOADING, total=2))
+    world.callbacks.fail_heartbeats_for(RAW_TOKEN, TaskClosed("TaskTimedOut"))
+    late = TaskToken("LATE" * 10)
+    claim = world.jobs.claim_due_heartbeats
+
+    async def claim_then_attach(*args: object) -> list[ExportJob]:
+        claimed = await claim(*args)  # type: ignore[arg-type]
+        await world.jobs.attach_workflow(JOB_ID, late, 10)
+        return claimed
+
+    world.jobs.claim_due_heartbeats = claim_then_attach  # type: ignore[method-assign]
+    report = await world.use_case.execute(BEAT)
+    assert report.cancelled == 0
+    assert world.stored.status is JobStatus.DOWNLOADING
+    assert world.stored.unanswered_tokens() == (late,)

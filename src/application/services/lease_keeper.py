@@ -53,13 +53,21 @@ class LeaseKeeper:
         self, task: asyncio.Future[T], renew: Renew, lost: asyncio.Event
     ) -> None:
         every = max(0.5, self.lease.total_seconds() / 3)
+        expires = self.until()
         while not task.done():
             await asyncio.sleep(every)
+            until = self.until()
             try:
-                kept = await renew(self.until())
+                kept = await renew(until)
             except Exception as err:
                 log.warning("lease renewal failed; will retry", error=type(err).__name__)
-                continue
+                # Another try would land after the lease ran out: someone else may hold
+                # the work by then, so it stops now.
+                kept = self.clock.now() + timedelta(seconds=every) < expires
+                if kept:
+                    continue
+            else:
+                expires = until if kept else expires
             if not kept:
                 log.warning("lease lost; stopping the work")
                 lost.set()

@@ -45,6 +45,11 @@ class CancelJob:
                 raise JobNotFound(command.job_id)
             if job.is_terminal:
                 return CancelResult(job, cancelled=False)
+            if command.closed_tokens and any(
+                t.digest() not in command.closed_tokens for t in job.unanswered_tokens()
+            ):  # another workflow attached meanwhile: only the gone ones are answered
+                await self.jobs.mark_answered(job.job_id, command.closed_tokens)
+                return CancelResult(job, cancelled=False)
             now = self.clock.now()
             cancelled = job.cancel(JobErrorCode.CANCELLED, command.message, now)
             if command.gone_code is not None:

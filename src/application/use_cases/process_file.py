@@ -123,7 +123,12 @@ class ProcessFile:
     ) -> DownloadTask:
         async def checkpoint(upload: UploadCheckpoint) -> None:
             nonlocal task
-            if not await self.tasks.renew(task, owner, keeper.until(), upload):
+            try:
+                kept = await self.tasks.renew(task, owner, keeper.until(), upload)
+            except Exception as err:  # throttled: the next part's checkpoint covers this one
+                log.warning("checkpoint not stored; will retry", error=type(err).__name__)
+                return
+            if not kept:
                 raise LeaseLost("the file's lease was taken over")
             task = task.checkpointed(upload)
 

@@ -85,5 +85,11 @@ class SendHeartbeats:
             await self.jobs.mark_answered(job.job_id, [t.digest() for t in closed])
             return False
         message = f"The workflow stopped waiting ({code})"
-        command = CancelJobCommand(job.job_id, message, False, gone_code=code)
+        command = CancelJobCommand(
+            job.job_id,
+            message,
+            False,
+            gone_code=code,
+            closed_tokens=frozenset(t.digest() for t in closed),
+        )
         return (await self.cancel_job.execute(command)).cancelled

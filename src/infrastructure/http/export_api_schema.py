@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
 
 class DownloadUrl(BaseModel):
@@ -16,6 +16,17 @@ class DownloadUrl(BaseModel):
     fileSize: int | None = Field(None, ge=0)
     checksum: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
     expiresAt: datetime | None = None  # when the (presigned) URL stops working
+
+    @field_validator("expiresAt", mode="before")
+    @classmethod
+    def _lenient(cls, value: object) -> object:
+        """Not a timestamp we can read: unknown, not a reason to refuse the listing."""
+        if value is None or isinstance(value, datetime):
+            return value
+        try:
+            return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            return None
 
 
 class ExportError(BaseModel):

@@ -125,7 +125,8 @@ class AiohttpFileTransfer:  # implements FileTransfer
                     return replace(result, attempts=tried)
         except TransferFailed as err:
             err.attempts = tried
-            await self._resumer.discard(job)  # it failed for good: nothing to resume
+            if not err.url_refused:  # refused: the caller retries with a fresh URL, resuming
+                await self._resumer.discard(job)  # it failed for good: nothing to resume
             raise
         raise AssertionError("unreachable")  # pragma: no cover
 

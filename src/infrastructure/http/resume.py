@@ -96,7 +96,7 @@ class Resumer:
     ) -> None:
         """After a failed attempt: keep checkpointed parts for the next one (or another
         replica), abort what nothing can resume. Never hides the original error."""
-        final = isinstance(err, TransferFailed) and not err.retryable
+        final = isinstance(err, TransferFailed) and not (err.retryable or err.url_refused)
         kept = job.latest is not None and job.latest.upload_id == upload.upload_id
         with contextlib.suppress(Exception):
             if kept and not final:

@@ -72,7 +72,9 @@ class SqsMessageQueue:  # implements MessageQueue
             )
         except ClientError as err:
             code = str(err.response.get("Error", {}).get("Code", ""))
-            if code in _RECEIPT_GONE:
+            detail = str(err.response.get("Error", {}).get("Message", "")).lower()
+            stale = code == "InvalidParameterValue" and "receipt handle" in detail
+            if code in _RECEIPT_GONE or stale:
                 raise MessageLost(code) from None
             raise
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
@@ -44,8 +46,11 @@ class DownloadTaskHandler:
             log.warning("invalid download-task message", reason=reason)
             return Outcome(Ack.REJECT, reason)
         with structlog.contextvars.bound_contextvars(job_id=dto.jobId, task_id=dto.taskId):
+            # One owner per handling (replica/nonce): a duplicate delivery on this same
+            # replica cannot share the lease, its renewals or its final write.
+            owner = f"{self._owner}/{uuid.uuid4().hex[:8]}"
             result = await self._process_file.execute(
-                ProcessFileCommand(dto.jobId, dto.taskId, self._owner)
+                ProcessFileCommand(dto.jobId, dto.taskId, owner)
             )
             if result.outcome is FileOutcome.BUSY:  # come back when the other lease ends
                 return Outcome(Ack.RETRY, retry_after=result.retry_after_seconds)
