@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,15 +39,6 @@ def env(embedded_stack: EmbeddedStack) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def aws(env: dict[str, str]) -> Aws:
     return Aws(env)
-
-
-@pytest.fixture
-def services(env: dict[str, str], tmp_path: Path) -> Iterator[list[ServiceProcess]]:
-    """Start replicas with `services.append(...)`-style helpers; all stopped at the end."""
-    started: list[ServiceProcess] = []
-    yield started
-    for service in started:
-        service.stop()
 
 
 def _start(

@@ -7,7 +7,6 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,14 +40,6 @@ def env(embedded_stack: EmbeddedStack) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def aws(env: dict[str, str]) -> Aws:
     return Aws(env)
-
-
-@pytest.fixture
-def services() -> Iterator[list[ServiceProcess]]:
-    started: list[ServiceProcess] = []
-    yield started
-    for service in started:
-        service.stop()
 
 
 def _callbacks(stack: EmbeddedStack) -> int:
