@@ -16,7 +16,7 @@ from src.domain.task_token import TaskToken
 from src.domain.time import iso_ms
 from src.infrastructure.dynamodb import job_mapping, job_tokens
 from src.infrastructure.dynamodb.codec import from_item, to_attr
-from src.infrastructure.dynamodb.errors import error_code, is_condition_failure
+from src.infrastructure.dynamodb.errors import is_condition_failure, lost_race
 
 
 class DynamoDbJobRepository:  # implements JobRepository
@@ -33,7 +33,7 @@ class DynamoDbJobRepository:  # implements JobRepository
                 ConditionExpression="attribute_not_exists(jobId)",
             )
         except ClientError as err:
-            if is_condition_failure(err) or error_code(err) == "TransactionConflictException":
+            if lost_race(err):
                 return False  # another replica has it (or will, next round)
             raise
         return True
@@ -156,7 +156,7 @@ class DynamoDbJobRepository:  # implements JobRepository
                 },
             )
         except ClientError as err:
-            if is_condition_failure(err) or error_code(err) == "TransactionConflictException":
+            if lost_race(err):
                 return False  # another replica has it (or will, next round)
             raise
         return True

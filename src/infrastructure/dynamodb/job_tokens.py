@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 from src.application.ports.job_repository import AttachOutcome
 from src.domain.job_status import TERMINAL, CallbackStatus
 from src.domain.task_token import TaskToken
-from src.infrastructure.dynamodb.errors import error_code, is_condition_failure
+from src.infrastructure.dynamodb.errors import is_condition_failure, lost_race
 from src.infrastructure.dynamodb.job_mapping import (
     ANSWERED_TOKENS,
     HEARTBEAT_STOPPED,
@@ -45,7 +45,7 @@ async def attach(
             },
         )
     except ClientError as err:
-        if is_condition_failure(err) or error_code(err) == "TransactionConflictException":
+        if lost_race(err):
             return AttachOutcome.REFUSED  # ended or full meanwhile: the caller reads again
         raise
     return AttachOutcome.ATTACHED
