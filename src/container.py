@@ -15,6 +15,7 @@ from src.application.use_cases.process_file import ProcessFile
 from src.application.use_cases.reap_stuck_jobs import ReaperPolicy, ReapStuckJobs
 from src.application.use_cases.send_heartbeats import SendHeartbeats
 from src.application.use_cases.start_export_job import StartExportJob
+from src.domain.export_limits import ExportLimits
 from src.domain.polling import PollPolicy
 from src.infrastructure.aws.clients import new_session, open_client
 from src.infrastructure.clock import SystemClock
@@ -191,6 +192,7 @@ class Container(containers.DeclarativeContainer):
         clock=clock,
         policy=poll_policy,
         lease=providers.Callable(_poll_lease, settings),
+        limits=providers.Factory(ExportLimits, max_files=settings.provided.max_files_per_job),
     )
     process_file = providers.Factory(
         ProcessFile,

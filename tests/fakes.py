@@ -106,9 +106,7 @@ class InMemoryJobs:  # implements JobRepository
         ]
         claimed = []
         for job in due[:limit]:
-            leased = replace(
-                job, lease_owner=owner, lease_expires_at=until, version=job.version + 1
-            )
+            leased = replace(job.claimed_for_polling(owner, until), version=job.version + 1)
             self.items[job.job_id] = leased
             claimed.append(leased)
         return claimed

@@ -153,11 +153,17 @@ class ExportJob:
         moved = self.move_to(JobStatus.POLLING, now)
         return replace(moved, poll=PollState.start(now, policy or PollPolicy()))
 
-    def polled(self, now: datetime, policy: PollPolicy) -> ExportJob:
-        """One more attempt made: next one backs off; the lease is given back. (A job
-        left POLLING by the original service has no schedule yet: it starts one now.)"""
-        state = (self.poll or PollState.start(now, policy)).after_attempt(now, policy)
-        return replace(self, poll=state, updated_at=now).release()
+    def claimed_for_polling(self, owner: str, until: datetime) -> ExportJob:
+        """Leased to poll (or dispatch) it, and the attempt counted in the same write."""
+        poll = self.poll.claimed() if self.poll else None
+        return replace(self.leased(owner, until), poll=poll)
+
+    def polled(self, now: datetime, policy: PollPolicy, error: str | None = None) -> ExportJob:
+        """The claimed attempt is over (not ready, or failed with `error`): the next one
+        backs off; the lease is given back. (A job left POLLING by the original service
+        has no schedule yet: it starts one now, this attempt counted.)"""
+        state = self.poll or PollState.start(now, policy).claimed()
+        return replace(self, poll=state.rescheduled(now, policy, error), updated_at=now).release()
 
     def polling_exhausted(self, now: datetime, policy: PollPolicy) -> bool:
         return self.poll is not None and self.poll.exhausted(now, policy)

@@ -25,17 +25,27 @@ class PollPolicy:
 
 @dataclass(frozen=True, slots=True)
 class PollState:
+    """`attempts` counts claims: one is added when a replica takes the job to poll it
+    (or to dispatch it), so an attempt that dies or fails the same way every time still
+    counts and the job ends within its bounds. `last_error` says why the last one failed."""
+
     attempts: int
     next_at: datetime
     deadline: datetime
+    last_error: str | None = None
 
     @classmethod
     def start(cls, now: datetime, policy: PollPolicy) -> PollState:
         return cls(attempts=0, next_at=now, deadline=now + policy.deadline)
 
-    def after_attempt(self, now: datetime, policy: PollPolicy) -> PollState:
-        attempts = self.attempts + 1
-        return PollState(attempts, now + policy.interval_after(attempts), self.deadline)
+    def claimed(self) -> PollState:
+        return PollState(self.attempts + 1, self.next_at, self.deadline, self.last_error)
+
+    def rescheduled(self, now: datetime, policy: PollPolicy, error: str | None = None) -> PollState:
+        """The claimed attempt is over: the next one backs off from it."""
+        return PollState(
+            self.attempts, now + policy.interval_after(self.attempts), self.deadline, error
+        )
 
     @property
     def polls_after_first(self) -> int:
@@ -43,3 +53,8 @@ class PollState:
 
     def exhausted(self, now: datetime, policy: PollPolicy) -> bool:
         return self.polls_after_first >= policy.max_attempts or now >= self.deadline
+
+    def overrun(self, now: datetime, policy: PollPolicy) -> bool:
+        """Just claimed, yet the attempts were used up (earlier ones never concluded:
+        they failed or their replica died) or the deadline passed: end it now."""
+        return self.polls_after_first > policy.max_attempts or now >= self.deadline

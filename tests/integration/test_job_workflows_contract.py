@@ -105,3 +105,29 @@ async def test_heartbeats_are_claimed_for_a_job_whose_only_workflow_came_later(j
     await jobs.attach_workflow(job.job_id, SECOND, 10)
     claimed = await jobs.claim_due_heartbeats(T0, T0, 1000)
     assert job.job_id in {c.job_id for c in claimed}
+
+
+async def test_a_polling_claim_counts_the_attempt_and_a_failed_one_keeps_its_error(jobs: Any):
+    from datetime import timedelta
+
+    from src.domain.polling import PollPolicy
+
+    job = await stored_job(jobs)
+    now = T0 + timedelta(seconds=1)
+    until = now + timedelta(seconds=60)
+
+    async def claim(at: Any, owner: str) -> ExportJob | None:
+        found = await jobs.claim_due_for_polling(at, owner, at + timedelta(seconds=60), 1000)
+        return next((j for j in found if j.job_id == job.job_id), None)
+
+    claimed = await claim(now, "a")
+    assert claimed is not None and claimed.poll is not None
+    assert (claimed.poll.attempts, claimed.lease_owner) == (1, "a")
+    assert await claim(now, "b") is None  # leased
+    retried = await claim(until + timedelta(seconds=1), "b")  # "a" died: its lease ran out
+    assert retried is not None and retried.poll is not None and retried.poll.attempts == 2
+    await jobs.save(retried.polled(until, PollPolicy(), "PublishFailed: refused"))
+    read = await jobs.get(job.job_id)
+    assert read.poll.attempts == 2
+    assert read.poll.last_error == "PublishFailed: refused"
+    assert read.lease_owner is None

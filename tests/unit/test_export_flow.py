@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
+
+import pytest
 
 from src.application.commands import (
     PollDueJobsCommand,
@@ -20,6 +23,7 @@ from src.application.ports.export_api import (
     ExportState,
     ExportStatus,
 )
+from src.application.ports.work_queue import PublishFailed
 from src.application.services.workflow_answers import WorkflowAnswers
 from src.application.use_cases.complete_job import CompleteJob
 from src.application.use_cases.dispatch_download_tasks import DispatchDownloadTasks
@@ -28,6 +32,7 @@ from src.application.use_cases.process_file import ProcessFile
 from src.application.use_cases.start_export_job import StartExportJob
 from src.domain.errors import JobErrorCode
 from src.domain.export_job import ExportJob, JobError
+from src.domain.export_limits import ExportLimits
 from src.domain.job_status import CallbackStatus, JobStatus
 from src.domain.polling import PollPolicy
 from src.domain.task_token import TaskToken
@@ -275,3 +280,99 @@ async def test_two_pollers_at_once_poll_a_due_job_once():
     assert flow.api.calls == [EXPORT_ID]
     assert flow.job.poll is not None
     assert flow.job.poll.attempts == 1
+
+
+# --- bounds: a failure that repeats ends the job ------------------------------------
+
+
+async def test_dispatch_failing_every_time_ends_the_job_with_the_last_error():
+    flow = Pipeline(*[status(ExportState.READY, files(3))] * 10)
+
+    async def refused(refs):  # e.g. the queue refuses every batch, on every attempt
+        raise PublishFailed("3 of 3 work items could not be queued")
+
+    flow.queue.publish = refused  # type: ignore[method-assign]
+    job = await flow.run()
+    assert job.status is JobStatus.FAILED
+    assert job.error == JobError(
+        JobErrorCode.PROCESSING_ERROR,
+        "Polling or dispatching did not conclude after 5 attempts; "
+        "last: PublishFailed: 3 of 3 work items could not be queued",
+    )
+    # the first check and MAX_POLLING_ATTEMPTS (4) more, then the claim that gives up
+    assert len(flow.api.calls) == 5
+    assert flow.intervals()[:3] == [5.0, 10.0, 20.0]  # failed attempts back off too
+    [(_token, error, cause)] = flow.callbacks.failures
+    assert (error, cause) == ("ProcessingError", job.error.message)
+
+
+async def test_attempts_whose_replica_died_count_and_end_the_job():
+    flow = Pipeline(status(ExportState.PENDING))
+    await flow.start.execute(
+        StartExportJobCommand(JOB_ID, EXPORT_ID, USER_ID, {}, TaskToken(RAW_TOKEN))
+    )
+    for n in range(5):  # each replica claims the job and dies before concluding
+        flow.clock.current += LEASE + timedelta(seconds=1)
+        [claimed] = await flow.jobs.claim_due_for_polling(
+            flow.clock.now(), f"dead-{n}", flow.clock.now() + LEASE, 10
+        )
+        assert claimed.poll is not None and claimed.poll.attempts == n + 1
+    flow.clock.current += LEASE + timedelta(seconds=1)
+    await flow.poller.execute(PollDueJobsCommand(owner="alive"))
+    assert flow.api.calls == []  # it was not polled again: its attempts were used up
+    assert flow.job.status is JobStatus.FAILED
+    assert flow.job.error is not None
+    assert flow.job.error.message == (
+        "Polling or dispatching did not conclude after 5 attempts; "
+        "last: the attempt did not finish (its replica may have stopped)"
+    )
+    assert [f[1] for f in flow.callbacks.failures] == ["ProcessingError"]
+
+
+async def test_more_files_than_allowed_fail_the_job_before_anything_is_written():
+    flow = Pipeline(status(ExportState.READY, files(4)))
+    flow.poller = replace(flow.poller, limits=ExportLimits(max_files=3))
+    job = await flow.run()
+    assert job.error == JobError(
+        JobErrorCode.EXPORT_API_FAILED,
+        "Export lists 4 files; at most 3 are allowed per job (MAX_FILES_PER_JOB)",
+    )
+    assert (flow.queue.refs, flow.tasks.items) == ([], {})
+    assert flow.callbacks.failures[0][1] == "ExportFailed"
+
+
+@pytest.mark.parametrize(
+    ("listed", "reason"),
+    [
+        (
+            ExportFile("https://f.example/" + "a" * 9000, "a.csv"),
+            "Export file 1: url is 9018 characters long (at most 8192)",
+        ),
+        (
+            ExportFile("https://f.example/x", "名" * 199 + ".csv"),  # with a long S3_PREFIX
+            "Export file 1: its object key would be 1132 bytes (S3 allows 1024)",
+        ),
+        (
+            ExportFile("https://f.example/x", "a.csv", size=6 * 1024**4),
+            "Export file 1: fileSize 6597069766656 is larger than S3's 5 TiB object limit",
+        ),
+    ],
+)
+async def test_a_field_beyond_its_bound_fails_the_job_with_the_reason(listed, reason):
+    flow = Pipeline(status(ExportState.READY, [files(1)[0], listed]))
+    dispatch = replace(flow.poller.dispatch, s3_prefix="p" * 500 + "/")
+    flow.poller = replace(flow.poller, dispatch=dispatch)
+    job = await flow.run()
+    assert (job.status, job.error) == (
+        JobStatus.FAILED,
+        JobError(JobErrorCode.EXPORT_API_FAILED, reason),
+    )
+    assert (flow.queue.refs, flow.tasks.items, flow.transfer.calls) == ([], {}, [])
+
+
+def test_a_stored_failure_text_never_carries_an_address():
+    from src.application.services.failure_text import describe
+
+    text = describe(OSError("GET https://b.s3.amazonaws.com/k?X-Amz-Signature=abc failed\nmore"))
+    assert text == "OSError: GET <url> failed"
+    assert len(describe(ValueError("x" * 1000))) == 300

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import structlog
 
 from src.application.commands import CompleteJobCommand, PollDueJobsCommand
 from src.application.ports.clock import Clock
-from src.application.ports.export_api import ExportApi, ExportApiError, ExportState
+from src.application.ports.export_api import ExportApi, ExportApiError, ExportFile, ExportState
 from src.application.ports.job_repository import ConditionFailed, JobRepository
+from src.application.services.failure_text import describe
 from src.application.use_cases.complete_job import CompleteJob
 from src.application.use_cases.dispatch_download_tasks import DispatchDownloadTasks
 from src.domain.errors import JobErrorCode
 from src.domain.export_job import ExportJob, JobError
+from src.domain.export_limits import ExportLimits
 from src.domain.polling import PollPolicy
 
 log = structlog.get_logger(__name__)
@@ -32,7 +34,12 @@ class PollExportStatus:
     files; failed / expired → the job fails (ExportFailed / ExportExpired); not ready or
     no usable answer → the next poll is scheduled with backoff; past the deadline or the
     attempt limit → the job fails with POLLING_TIMEOUT (ExportTimedOut). The schedule is
-    written to the job, so any replica carries on after a restart."""
+    written to the job, so any replica carries on after a restart.
+
+    Every claim counts as an attempt, so an attempt that fails (or whose replica dies) the
+    same way every time ends the job (ProcessingError, with the last error) instead of
+    being retried forever. A ready export is checked against ExportLimits before any of
+    it is written; beyond them the job fails with the reason (ExportFailed)."""
 
     jobs: JobRepository
     export_api: ExportApi
@@ -41,6 +48,7 @@ class PollExportStatus:
     clock: Clock
     policy: PollPolicy
     lease: timedelta
+    limits: ExportLimits = field(default_factory=ExportLimits)
 
     async def execute(self, command: PollDueJobsCommand) -> PollReport:
         now = self.clock.now()
@@ -56,11 +64,22 @@ class PollExportStatus:
                 await self.poll_one(job)
             except ConditionFailed:
                 log.info("job changed while polling; leaving it to its new owner")
-            except Exception:
-                # The lease runs out and the job is polled again: nothing is lost.
-                log.exception("polling failed; will retry after the lease expires")
+            except Exception as err:
+                # Counted already (the claim was the attempt): the next one backs off, and
+                # a failure that repeats ends the job once the attempts are used up.
+                log.exception("polling failed; will retry")
+                await self._record_failure(job, err)
+
+    async def _record_failure(self, job: ExportJob, err: Exception) -> None:
+        try:
+            await self.jobs.save(job.polled(self.clock.now(), self.policy, describe(err)))
+        except Exception as again:  # the lease runs out instead: nothing is lost
+            log.warning("could not record the failed attempt", error=type(again).__name__)
 
     async def poll_one(self, job: ExportJob) -> None:
+        if job.poll is not None and job.poll.overrun(self.clock.now(), self.policy):
+            await self._give_up(job)
+            return
         try:
             status = await self.export_api.get_export(job.export_id)
         except ExportApiError as err:
@@ -71,7 +90,7 @@ class PollExportStatus:
             await self._again(job)
             return
         if status.state is ExportState.READY:
-            await self.dispatch.execute(job, status.files)
+            await self._ready(job, status.files)
         elif status.state is ExportState.FAILED:
             message = status.error_message or "Export failed"
             await self._fail(job, JobErrorCode.EXPORT_API_FAILED, message)
@@ -80,6 +99,27 @@ class PollExportStatus:
             await self._fail(job, JobErrorCode.EXPORT_EXPIRED, message)
         else:
             await self._again(job)
+
+    async def _ready(self, job: ExportJob, files: tuple[ExportFile, ...]) -> None:
+        problem = self.limits.violation(self.dispatch.s3_prefix, job.job_id, files)
+        if problem:
+            log.warning("export listing out of bounds", reason=problem)
+            await self._fail(job, JobErrorCode.EXPORT_API_FAILED, problem)
+            return
+        await self.dispatch.execute(job, files)
+
+    async def _give_up(self, job: ExportJob) -> None:
+        """Claimed once too often: the earlier attempts ended without an outcome."""
+        assert job.poll is not None
+        made = job.poll.attempts - 1  # before this claim
+        if self.clock.now() >= job.poll.deadline:
+            message = f"Export did not complete within the polling deadline ({made} attempts)"
+            await self._fail(job, JobErrorCode.POLLING_TIMEOUT, message)
+            return
+        last = job.poll.last_error or "the attempt did not finish (its replica may have stopped)"
+        message = f"Polling or dispatching did not conclude after {made} attempts; last: {last}"
+        log.error("giving up on the job", reason=message)
+        await self._fail(job, JobErrorCode.PROCESSING_ERROR, message)
 
     async def _again(self, job: ExportJob) -> None:
         now = self.clock.now()

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     poller_batch_size: int = Field(25, ge=1)
     poller_parallel_rounds: int = Field(4, ge=1, description="rounds that may overlap")
     dispatch_batch_size: int = Field(10, ge=1, le=10)
+    # An export listing more files fails (ExportFailed) before anything of it is written.
+    max_files_per_job: int = Field(10_000, ge=1)
     download_concurrency: int = Field(32, ge=1)
     download_timeout_ms: int = Field(300_000, ge=1)
     download_max_attempts: int = Field(3, ge=1)

@@ -35,6 +35,7 @@ def to_item(job: ExportJob) -> dict[str, Any]:
         "nextPollAt": iso_ms(job.poll.next_at) if job.poll else None,
         "pollAttempts": job.poll.attempts if job.poll else None,
         "pollDeadline": iso_ms(job.poll.deadline) if job.poll else None,
+        "pollLastError": job.poll.last_error if job.poll else None,
         "leaseOwner": job.lease_owner,
         "leaseExpiresAt": iso_ms(job.lease_expires_at) if job.lease_expires_at else None,
         # Sparse index key: present only while a finished job still owes its workflow an
@@ -58,6 +59,7 @@ def _poll_state(item: dict[str, Any]) -> PollState | None:
         attempts=int(item.get("pollAttempts", 0)),
         next_at=parse_iso(item["nextPollAt"]),
         deadline=parse_iso(item["pollDeadline"]),
+        last_error=item.get("pollLastError"),
     )
 
 

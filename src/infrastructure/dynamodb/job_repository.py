@@ -110,9 +110,8 @@ class DynamoDbJobRepository:  # implements JobRepository
     ) -> list[ExportJob]:
         claimed: list[ExportJob] = []
         for job in await self._due(now, limit):
-            leased = replace(job, lease_owner=owner, lease_expires_at=until)
             try:
-                claimed.append(await self.save(leased))
+                claimed.append(await self.save(job.claimed_for_polling(owner, until)))
             except ConditionFailed:
                 continue  # another replica claimed it (or the index was stale)
         return claimed
