@@ -54,7 +54,8 @@ class PollState:
     def exhausted(self, now: datetime, policy: PollPolicy) -> bool:
         return self.polls_after_first >= policy.max_attempts or now >= self.deadline
 
-    def overrun(self, now: datetime, policy: PollPolicy) -> bool:
-        """Just claimed, yet the attempts were used up (earlier ones never concluded:
-        they failed or their replica died) or the deadline passed: end it now."""
-        return self.polls_after_first > policy.max_attempts or now >= self.deadline
+    def overrun(self, policy: PollPolicy) -> bool:
+        """Just claimed, yet the attempts were used up: the earlier ones never concluded
+        (they failed or their replica died). (Past the deadline it is still polled once:
+        an export that is ready by now is taken.)"""
+        return self.polls_after_first > policy.max_attempts

@@ -101,3 +101,87 @@ def test_retry_backoff_grows_per_receive_and_is_capped() -> None:
     first, second, third = (consumer.retry_backoff(n) for n in (1, 2, 3))
     assert 2 <= first <= 2.5 and 4 <= second <= 5 and 8 <= third <= 10
     assert consumer.retry_backoff(20) == 30
+
+
+def _count_deletes(client) -> list[int]:
+    """Entries per DeleteMessageBatch call the client makes (a botocore event hook)."""
+    entries: list[int] = []
+
+    def record(params, **_kwargs) -> None:
+        entries.append(len(params["Entries"]))
+
+    client.meta.events.register("provide-client-params.sqs.DeleteMessageBatch", record)
+    return entries
+
+
+def _left_in(sqs, url: str) -> int:
+    attrs = sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]) + int(
+        attrs["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+async def test_finished_messages_are_deleted_together_in_batches(
+    embedded_stack: EmbeddedStack,
+) -> None:
+    sqs = sync_client(embedded_stack, "sqs")
+    url, _dlq = _queue_with_dlq(sqs, max_receive_count=5)
+    for start in range(0, 30, 10):
+        sqs.send_message_batch(
+            QueueUrl=url,
+            Entries=[{"Id": str(i), "MessageBody": f"m{start + i}"} for i in range(10)],
+        )
+    handled: list[str] = []
+
+    async def handler(message: QueueMessage) -> Outcome:
+        handled.append(message.body)
+        return Outcome(Ack.DELETE)
+
+    settings = ConsumerSettings(wait_seconds=1, visibility_timeout=30, concurrency=10)
+    async with service_client(embedded_stack, "sqs") as client:
+        entries = _count_deletes(client)
+        consumer = SqsConsumer("batch-test", SqsMessageQueue(client, url), handler, settings)
+        stop = asyncio.Event()
+        running = asyncio.create_task(consumer.run(stop))
+        for _ in range(200):
+            if len(handled) >= 30 and sum(entries) >= 30:
+                break
+            await asyncio.sleep(0.1)
+        stop.set()
+        await asyncio.wait_for(running, 10)
+
+    assert sorted(handled) == sorted(f"m{i}" for i in range(30))
+    assert sum(entries) == 30
+    assert len(entries) <= 15, entries  # one call per message would be 30
+    assert max(entries) > 1
+    assert _left_in(sqs, url) == 0
+
+
+async def test_a_stopping_consumer_deletes_what_is_still_waiting_to_be_deleted(
+    embedded_stack: EmbeddedStack,
+) -> None:
+    sqs = sync_client(embedded_stack, "sqs")
+    url, _dlq = _queue_with_dlq(sqs, max_receive_count=5)
+    sqs.send_message(QueueUrl=url, MessageBody="done")
+    handled = asyncio.Event()
+
+    async def handler(message: QueueMessage) -> Outcome:
+        handled.set()
+        return Outcome(Ack.DELETE)
+
+    # The linger is far longer than the test: only the stop can have deleted it.
+    settings = ConsumerSettings(wait_seconds=1, visibility_timeout=30, delete_linger_seconds=600)
+    async with service_client(embedded_stack, "sqs") as client:
+        entries = _count_deletes(client)
+        consumer = SqsConsumer("stop-test", SqsMessageQueue(client, url), handler, settings)
+        stop = asyncio.Event()
+        running = asyncio.create_task(consumer.run(stop))
+        await asyncio.wait_for(handled.wait(), 30)
+        assert entries == []  # still waiting for company
+        stop.set()
+        await asyncio.wait_for(running, 10)
+    assert entries == [1]
+    assert _left_in(sqs, url) == 0

@@ -77,7 +77,7 @@ class PollExportStatus:
             log.warning("could not record the failed attempt", error=type(again).__name__)
 
     async def poll_one(self, job: ExportJob) -> None:
-        if job.poll is not None and job.poll.overrun(self.clock.now(), self.policy):
+        if job.poll is not None and job.poll.overrun(self.policy):
             await self._give_up(job)
             return
         try:
@@ -112,10 +112,6 @@ class PollExportStatus:
         """Claimed once too often: the earlier attempts ended without an outcome."""
         assert job.poll is not None
         made = job.poll.attempts - 1  # before this claim
-        if self.clock.now() >= job.poll.deadline:
-            message = f"Export did not complete within the polling deadline ({made} attempts)"
-            await self._fail(job, JobErrorCode.POLLING_TIMEOUT, message)
-            return
         last = job.poll.last_error or "the attempt did not finish (its replica may have stopped)"
         message = f"Polling or dispatching did not conclude after {made} attempts; last: {last}"
         log.error("giving up on the job", reason=message)

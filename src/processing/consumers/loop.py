@@ -12,6 +12,7 @@ from enum import Enum
 import structlog
 
 from src.application.ports.message_queue import MessageLost, MessageQueue, QueueMessage
+from src.processing.consumers.deletes import DeleteBatcher
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +45,8 @@ class ConsumerSettings:
     # heartbeat keeps its workflow waiting meanwhile.
     retry_backoff_seconds: float = 2.0
     retry_backoff_max_seconds: int = 60
+    # Finished messages wait this long (at most) to be deleted together, up to 10 a call.
+    delete_linger_seconds: float = 0.2
 
 
 class SqsConsumer:
@@ -60,6 +63,7 @@ class SqsConsumer:
         self._settings = settings
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._deletes = DeleteBatcher(queue, settings.delete_linger_seconds)
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("consumer started", consumer=self.name)
@@ -67,8 +71,12 @@ class SqsConsumer:
             await self._receive_until(stop)
         except asyncio.CancelledError:  # the grace period is over while still receiving
             await self._abandon()
+            await asyncio.shield(self._deletes.close())
             raise
-        await self.drain()
+        try:
+            await self.drain()
+        finally:
+            await asyncio.shield(self._deletes.close())
         log.info("consumer stopped", consumer=self.name)
 
     async def _receive_until(self, stop: asyncio.Event) -> None:
@@ -175,7 +183,7 @@ class SqsConsumer:
     async def _settle(self, message: QueueMessage, outcome: Outcome) -> None:
         try:
             if outcome.ack is Ack.DELETE:
-                await self._queue.delete([message])
+                self._deletes.add(message)
             elif outcome.ack is Ack.REJECT:
                 await self._queue.reject(message, outcome.reason)
             elif outcome.retry_after is not None:
