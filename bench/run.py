@@ -17,6 +17,7 @@ from bench.common import ROOT
 # name -> module; each module's main() takes its own flags (see its --help)
 BENCHMARKS = {
     "stream_1gib": "bench.stream_1gib",
+    "small_files": "bench.small_files",
 }
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import re
 import logging
 import os
 import signal
@@ -81,6 +82,15 @@ def _operation_of(environ: dict[str, Any]) -> tuple[str | None, str | None]:
             if action:
                 return action[0], None
     return None, None
+
+
+_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
+
+
+def _caller_of(environ: dict[str, Any]) -> str:
+    """The access key id a request was signed with ('' when unsigned)."""
+    found = _CREDENTIAL.search(environ.get("HTTP_AUTHORIZATION", ""))
+    return found.group(1) if found else ""
 
 
 _patched = False
@@ -182,6 +192,7 @@ class _Middleware:
     def __init__(self, app: WsgiApp) -> None:
         self._app = app
         self._counts: Counter[str] = Counter()
+        self._by_caller: Counter[tuple[str, str]] = Counter()  # (access key, operation)
         self._faults = 0
         self._counts_lock = threading.Lock()
         self._dynamodb_lock = threading.Lock()
@@ -189,11 +200,14 @@ class _Middleware:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         operation, target = _operation_of(environ)
-        if operation is not None:
-            with self._counts_lock:
+        caller = _caller_of(environ)
+        with self._counts_lock:
+            if operation is not None:
                 self._counts[operation] += 1
                 if target is not None:
                     self._counts[target] += 1
+            named = target or operation or f"S3.{environ.get('REQUEST_METHOD', '?')}"
+            self._by_caller[(caller, named)] += 1
 
         fault = self.fault
         if target is not None and operation is not None and fault is not None and fault(operation):
@@ -226,6 +240,10 @@ class _Middleware:
         with self._counts_lock:
             return self._counts[operation]
 
+    def calls_by(self, caller: str) -> dict[str, int]:
+        with self._counts_lock:
+            return {op: n for (who, op), n in self._by_caller.items() if who == caller}
+
     @property
     def faults(self) -> int:
         with self._counts_lock:
@@ -234,6 +252,7 @@ class _Middleware:
     def reset(self) -> None:
         with self._counts_lock:
             self._counts.clear()
+            self._by_caller.clear()
             self._faults = 0
 
 
@@ -370,6 +389,11 @@ class EmbeddedAws:
         The bare name sums every service with that operation. S3 (REST) is not counted.
         """
         return self._require_middleware().calls(operation)
+
+    def calls_by(self, caller: str) -> dict[str, int]:
+        """Requests signed with access key `caller`, by operation: the full X-Amz-Target
+        (``DynamoDB_20120810.GetItem``), a query protocol's Action, or ``S3.<METHOD>``."""
+        return self._require_middleware().calls_by(caller)
 
     @property
     def faults(self) -> int:
