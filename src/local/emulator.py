@@ -29,9 +29,9 @@ from __future__ import annotations
 import functools
 import io
 import json
-import re
 import logging
 import os
+import re
 import signal
 import sys
 import threading
