@@ -207,6 +207,8 @@ class Container(containers.DeclarativeContainer):
         url_margin=providers.Callable(
             lambda s: timedelta(seconds=s.url_refresh_margin_seconds), settings
         ),
+        # below the multipart threshold a file is one PUT: nothing to resume, no lease
+        unleased_below=providers.Callable(lambda s: s.s3_multipart_threshold_mb * _MIB, settings),
     )
 
     # Driving side

@@ -212,11 +212,14 @@ class InMemoryTasks:  # implements TaskRepository
         self.items[(task.job_id, task.task_id)] = renewed.checkpointed(upload or stored.upload)
         return True
 
-    async def record_result(self, task: DownloadTask, owner: str) -> bool:
+    async def record_result(self, task: DownloadTask, owner: str, *, leased: bool = True) -> bool:
         await asyncio.sleep(0)
         stored = self.items[(task.job_id, task.task_id)]
         job = self.jobs.items[task.job_id]
-        if stored.status is not TaskStatus.RUNNING or stored.lease_owner != owner:
+        if not leased:
+            if stored.status.is_terminal:
+                return False
+        elif stored.status is not TaskStatus.RUNNING or stored.lease_owner != owner:
             return False
         if job.status is not JobStatus.DOWNLOADING:
             return False

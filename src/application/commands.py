@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from src.domain.download_task import DownloadTask
 from src.domain.export_job import JobError
 from src.domain.task_token import TaskToken
 
@@ -40,6 +41,9 @@ class ProcessFileCommand:
     job_id: str
     task_id: str
     owner: str
+    # The task as dispatched, carried by a work item on its first delivery: no read is
+    # needed to rediscover it. None (a redelivery, or an older work item): read it.
+    dispatched: DownloadTask | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,7 +63,11 @@ class DownloadTask:
     def is_leased(self, now: datetime) -> bool:
         return self.lease_expires_at is not None and self.lease_expires_at > now
 
-    def start(self, owner: str, until: datetime) -> DownloadTask:
+    def start(self, owner: str | None, until: datetime | None) -> DownloadTask:
+        """RUNNING under `owner` until `until`; or, both None, without a lease: for a small
+        file the work item's visibility and the conditional result write are protection
+        enough (a duplicate copy writes the same bytes to the same key, and only one
+        result is recorded)."""
         if self.status.is_terminal:
             raise DomainError(f"task {self.task_id} already {self.status}")
         return replace(
@@ -73,6 +77,9 @@ class DownloadTask:
             lease_owner=owner,
             lease_expires_at=until,
         )
+
+    def start_unleased(self) -> DownloadTask:
+        return self.start(None, None)
 
     def succeed(self, *, size: int, sha256: str, now: datetime) -> DownloadTask:
         return replace(

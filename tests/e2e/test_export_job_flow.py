@@ -145,7 +145,7 @@ def test_a_second_delivery_neither_creates_a_job_nor_changes_the_first(
     aws.send_job(message)  # duplicate while the first delivery is still being worked on
 
     assert aws.wait_execution(arn)["status"] == "SUCCEEDED"
-    finished = aws.wait_job(job_id, ("COMPLETED",))
+    finished = aws.wait_answered(job_id)
     callbacks = _callbacks(embedded_stack)
     aws.send_job(message)  # and again after the job finished
     wait_for(lambda: _queue_empty(aws), 30, "duplicate consumed")

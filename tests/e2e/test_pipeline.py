@@ -125,7 +125,7 @@ def test_redelivered_work_items_after_completion_change_nothing(
     export_id = _export("files-6-fail-1")
     job_id, arn = _run(aws, export_id)
     assert aws.wait_execution(arn)["status"] == "FAILED"
-    finished = aws.wait_job(job_id, ("COMPLETED",))
+    finished = aws.wait_answered(job_id)
     callbacks = _callbacks(embedded_stack)
 
     for task in _tasks(aws, job_id):

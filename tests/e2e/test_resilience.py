@@ -126,7 +126,7 @@ def test_a_throttled_callback_is_delivered_later_by_the_reaper(
     execution = aws.wait_execution(arn, timeout=60)
     assert execution["status"] == "SUCCEEDED"
     assert json.loads(execution["output"])["jobId"] == job_id
-    job = wait_for(lambda: (j := aws.job(job_id)) and j["callbackStatus"] == "DELIVERED" and j, 30)
+    job = aws.wait_answered(job_id)
     assert job["callbackAttempts"] == 2
     assert "callbackDue" not in job
     logs = [json.loads(line) for line in services[0].logs().splitlines() if job_id in line]

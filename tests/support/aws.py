@@ -86,6 +86,16 @@ class Aws:
 
         return wait_for(reached, timeout, f"job {job_id} in {statuses}")
 
+    def wait_answered(self, job_id: str, timeout: float = 30.0) -> dict[str, Any]:
+        """The job once its answer is recorded as delivered: an execution ends when Step
+        Functions takes the answer, and the job records that just after."""
+
+        def answered() -> dict[str, Any] | None:
+            job = self.job(job_id)
+            return job if job and job.get("callbackStatus") == "DELIVERED" else None
+
+        return wait_for(answered, timeout, f"job {job_id} answer recorded")
+
     def all_jobs(self) -> list[dict[str, Any]]:
         items = self.ddb.scan(TableName=self.env["DYNAMODB_TABLE_NAME"])["Items"]
         return [{k: _deserializer.deserialize(v) for k, v in i.items()} for i in items]

@@ -252,3 +252,82 @@ async def test_a_checkpoint_that_cannot_be_stored_for_now_does_not_fail_the_file
     world.use_case.transfer.transfer = checkpointing  # type: ignore[method-assign]
     assert (await world.use_case.execute(WORK)).outcome is FileOutcome.RECORDED
     assert world.stored.status is TaskStatus.COMPLETED
+
+
+# --- small files: the work item carries the task, and no lease is taken -------------
+
+
+class CountingTasks(InMemoryTasks):
+    def __init__(self, jobs: InMemoryJobs) -> None:
+        super().__init__(jobs)
+        self.reads = 0
+        self.claims = 0
+
+    async def get(self, job_id: str, task_id: str) -> DownloadTask | None:
+        self.reads += 1
+        return await super().get(job_id, task_id)
+
+    async def claim(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.claims += 1
+        return await super().claim(*args, **kwargs)
+
+
+def small_world(stored: DownloadTask, jobs_total: int = 1) -> World:
+    world = World(stored)
+    world.jobs.items[JOB_ID] = a_job(status=JobStatus.DOWNLOADING, total=jobs_total)
+    counting = CountingTasks(world.jobs)
+    counting.items = world.tasks.items
+    world.tasks = counting
+    world.use_case = replace(world.use_case, tasks=counting, unleased_below=8 * 1024 * 1024)
+    return world
+
+
+SMALL = task(expected_size=65_536)
+
+
+async def test_a_small_files_first_delivery_is_copied_and_counted_without_read_or_lease():
+    world = small_world(SMALL)
+    command = replace(WORK, dispatched=SMALL)
+    assert (await world.use_case.execute(command)).outcome is FileOutcome.RECORDED
+    assert (world.tasks.reads, world.tasks.claims) == (0, 0)  # type: ignore[attr-defined]
+    assert world.stored.status is TaskStatus.COMPLETED
+    assert world.jobs.items[JOB_ID].completed_tasks == 1
+
+
+async def test_small_file_work_items_delivered_twice_at_once_count_once():
+    world = small_world(SMALL)
+    command = replace(WORK, dispatched=SMALL)
+    other = replace(command, owner="worker-2")
+    outcomes = await asyncio.gather(world.use_case.execute(command), world.use_case.execute(other))
+    assert sorted(o.outcome.value for o in outcomes) == ["already_done", "recorded"]
+    assert world.jobs.items[JOB_ID].completed_tasks == 1
+    assert world.jobs.items[JOB_ID].status is JobStatus.COMPLETED
+
+
+async def test_a_stale_work_item_for_a_finished_small_file_counts_nothing():
+    done = replace(SMALL, status=TaskStatus.COMPLETED, bytes=65_536, sha256="a" * 64)
+    world = small_world(done, jobs_total=2)
+    job = world.jobs.items[JOB_ID]
+    world.jobs.items[JOB_ID] = replace(job, completed_tasks=1)
+    result = await world.use_case.execute(replace(WORK, dispatched=SMALL))  # as dispatched
+    assert result.outcome is FileOutcome.ALREADY_DONE
+    assert world.jobs.items[JOB_ID].completed_tasks == 1
+    assert world.stored.bytes == 65_536
+
+
+async def test_a_small_file_someone_holds_a_lease_on_is_left_to_them():
+    leased = replace(
+        SMALL, status=TaskStatus.RUNNING, lease_owner="other", lease_expires_at=T0 + LEASE
+    )
+    world = small_world(leased)
+    result = await world.use_case.execute(WORK)  # a redelivery: the record is read
+    assert result.outcome is FileOutcome.BUSY
+    assert world.transfer.calls == []
+
+
+async def test_a_file_of_unknown_size_is_still_leased():
+    world = small_world(task(expected_size=None))
+    assert (
+        await world.use_case.execute(replace(WORK, dispatched=task()))
+    ).outcome is FileOutcome.RECORDED
+    assert world.tasks.claims == 1  # type: ignore[attr-defined]

@@ -39,10 +39,12 @@ class TaskRepository(Protocol):
         (another worker took the task, or it is finished): stop and hand back."""
         ...
 
-    async def record_result(self, task: DownloadTask, owner: str) -> bool:
+    async def record_result(self, task: DownloadTask, owner: str, *, leased: bool = True) -> bool:
         """Write the finished task and add one to the job's completedTasks or failedTasks,
         atomically. False, with nothing counted, when the task is no longer RUNNING under
-        `owner` (already recorded) or the job is no longer DOWNLOADING."""
+        `owner` (already recorded) or the job is no longer DOWNLOADING. `leased=False`
+        (a small file copied without a lease): recorded if the task is not finished yet,
+        whoever else may be copying it."""
         ...
 
     async def release(self, task: DownloadTask, owner: str) -> None:

@@ -6,14 +6,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from src.domain.download_task import DownloadTask
+
 
 @dataclass(frozen=True, slots=True)
 class TaskRef:
-    """What a work item says: which task. The URL stays in the task record."""
+    """What a work item says: which task, and (when dispatched) the task itself, so its
+    first delivery needs no read to rediscover it. The record stays the truth."""
 
     job_id: str
     task_id: str
     index: int
+    dispatched: DownloadTask | None = None
 
 
 class PublishFailed(Exception):

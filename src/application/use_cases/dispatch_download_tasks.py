@@ -43,7 +43,7 @@ class DispatchDownloadTasks:
         now = self.clock.now()
         records = [self._task(job, index, file, now) for index, file in enumerate(files)]
         created = await self.tasks.add_all(records)
-        await self.queue.publish([TaskRef(t.job_id, t.task_id, t.index) for t in records])
+        await self.queue.publish([TaskRef(t.job_id, t.task_id, t.index, t) for t in records])
         job = await self.jobs.save(job.start_downloading(len(records), self.clock.now()))
         log.info("download tasks dispatched", total_tasks=len(records), new_records=created)
         return job

@@ -48,7 +48,10 @@ class FileResult:
 class ProcessFile:
     """Leases the task, streams the file, then records the result and the job's counter
     in one transaction that only the lease holder of a RUNNING task can make, so a
-    redelivered work item never counts twice. Whoever records the last file runs
+    redelivered work item never counts twice. A work item's first delivery carries the
+    task as dispatched (no read), and a file declared smaller than one multipart part is
+    copied without a lease: its result write is conditional on the task not being
+    finished, which is what keeps it counted once. Whoever records the last file runs
     CompleteJob, whose conditional write has exactly one winner.
 
     The lease is short and renewed every third of it while the copy is alive (each stored
@@ -66,9 +69,12 @@ class ProcessFile:
     lease: timedelta
     export_api: ExportApi | None = None
     url_margin: timedelta = timedelta(seconds=60)
+    # Files declared (fileSize) smaller than this many bytes are copied without a lease.
+    # 0: every file is leased.
+    unleased_below: int = 0
 
     async def execute(self, command: ProcessFileCommand) -> FileResult:
-        task = await self.tasks.get(command.job_id, command.task_id)
+        task = command.dispatched or await self.tasks.get(command.job_id, command.task_id)
         if task is None:
             log.warning("work item for an unknown task", task_id=command.task_id)
             return FileResult(FileOutcome.UNKNOWN)
@@ -84,6 +90,9 @@ class ProcessFile:
         if job.status is not JobStatus.DOWNLOADING:
             return FileResult(FileOutcome.NOT_READY)
         now = self.clock.now()
+        if self._small(task) and not task.is_leased(now):
+            finished = await self._copy(job, task.start_unleased(), command.owner, None)
+            return await self._record(finished, command.owner, leased=False)
         claimed = await self.tasks.claim(task, command.owner, now + self.lease, now)
         if claimed is None:
             return self._busy(await self.tasks.get(command.job_id, command.task_id), now)
@@ -99,14 +108,23 @@ class ProcessFile:
         except BaseException:  # shutting down or a failure: let another worker take it now
             await asyncio.shield(self.tasks.release(claimed, command.owner))
             raise
-        if not await self.tasks.record_result(finished, command.owner):
-            log.info("result already recorded elsewhere", task_id=task.task_id)
+        return await self._record(finished, command.owner, leased=True)
+
+    def _small(self, task: DownloadTask) -> bool:
+        """Declared smaller than one multipart part: one PUT, nothing to resume, so no
+        lease is taken (a duplicate copy writes the same bytes to the same key)."""
+        size = task.expected_size
+        return size is not None and size < self.unleased_below
+
+    async def _record(self, finished: DownloadTask, owner: str, *, leased: bool) -> FileResult:
+        if not await self.tasks.record_result(finished, owner, leased=leased):
+            log.info("result already recorded elsewhere", task_id=finished.task_id)
             return FileResult(FileOutcome.ALREADY_DONE)
         name = TASK_COMPLETED if finished.status is TaskStatus.COMPLETED else TASK_FAILED
         await self.events.publish(
-            DomainEvent(name, task.job_id, self.clock.now(), {"taskId": task.task_id})
+            DomainEvent(name, finished.job_id, self.clock.now(), {"taskId": finished.task_id})
         )
-        await self.complete_job.execute(CompleteJobCommand(command.job_id))
+        await self.complete_job.execute(CompleteJobCommand(finished.job_id))
         return FileResult(FileOutcome.RECORDED)
 
     @staticmethod
@@ -119,10 +137,12 @@ class ProcessFile:
         return FileResult(FileOutcome.BUSY, max(1, min(int(left) + 1, 43_200)))
 
     async def _copy(
-        self, job: ExportJob, task: DownloadTask, owner: str, keeper: LeaseKeeper
+        self, job: ExportJob, task: DownloadTask, owner: str, keeper: LeaseKeeper | None
     ) -> DownloadTask:
         async def checkpoint(upload: UploadCheckpoint) -> None:
             nonlocal task
+            if keeper is None:  # declared small, yet multipart: nothing to hand over
+                return
             try:
                 kept = await self.tasks.renew(task, owner, keeper.until(), upload)
             except Exception as err:  # throttled: the next part's checkpoint covers this one

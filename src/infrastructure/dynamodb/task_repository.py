@@ -149,24 +149,24 @@ class DynamoDbTaskRepository:  # implements TaskRepository
             if not is_condition_failure(err):
                 raise
 
-    async def record_result(self, task: DownloadTask, owner: str) -> bool:
+    async def record_result(self, task: DownloadTask, owner: str, *, leased: bool = True) -> bool:
         """Conflicts with other writers of the same job item (many workers finishing
         files at once) are retried: only a failed *condition* means "already recorded"."""
         for attempt in range(1, _TRANSACTION_ATTEMPTS + 1):
             try:
-                return await self._record_once(task, owner)
+                return await self._record_once(task, owner, leased)
             except _Contended:
                 if attempt == _TRANSACTION_ATTEMPTS:
                     raise
                 await asyncio.sleep(random.uniform(0, 0.05 * 2**attempt))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _record_once(self, task: DownloadTask, owner: str) -> bool:
+    async def _record_once(self, task: DownloadTask, owner: str, leased: bool) -> bool:
         counter = "completedTasks" if task.status is TaskStatus.COMPLETED else "failedTasks"
         try:
             await self._client.transact_write_items(
                 TransactItems=[
-                    {"Put": self._finished_task(task, owner)},
+                    {"Put": self._finished_task(task, owner, leased)},
                     {"Update": self._count(task.job_id, counter, task.finished_at)},
                 ]
             )
@@ -179,20 +179,24 @@ class DynamoDbTaskRepository:  # implements TaskRepository
             if not (task_refused or job_refused):
                 raise _Contended(",".join(codes)) from err  # conflict or throttling: retry
             if job_refused and not task_refused:
-                await self._record_task_only(task, owner)  # job ended: keep the file's story
+                await self._record_task_only(task, owner, leased)  # job ended: keep the story
             return False
         return True
 
-    def _finished_task(self, task: DownloadTask, owner: str) -> dict[str, Any]:
+    def _finished_task(self, task: DownloadTask, owner: str, leased: bool) -> dict[str, Any]:
+        running = {"S": TaskStatus.RUNNING.value}
+        if leased:
+            condition = "#s = :running AND leaseOwner = :owner"
+            values = {":running": running, ":owner": {"S": owner}}
+        else:  # not finished yet, whoever may hold it
+            condition = "#s IN (:pending, :running)"
+            values = {":running": running, ":pending": {"S": TaskStatus.PENDING.value}}
         return {
             "TableName": self._tasks,
             "Item": self._attrs(task),
-            "ConditionExpression": "#s = :running AND leaseOwner = :owner",
+            "ConditionExpression": condition,
             "ExpressionAttributeNames": {"#s": "status"},
-            "ExpressionAttributeValues": {
-                ":running": {"S": TaskStatus.RUNNING.value},
-                ":owner": {"S": owner},
-            },
+            "ExpressionAttributeValues": values,
         }
 
     def _count(self, job_id: str, counter: str, at: datetime | None) -> dict[str, Any]:
@@ -210,9 +214,9 @@ class DynamoDbTaskRepository:  # implements TaskRepository
             },
         }
 
-    async def _record_task_only(self, task: DownloadTask, owner: str) -> None:
+    async def _record_task_only(self, task: DownloadTask, owner: str, leased: bool) -> None:
         try:
-            await self._client.put_item(**self._finished_task(task, owner))
+            await self._client.put_item(**self._finished_task(task, owner, leased))
         except ClientError as err:
             if not is_condition_failure(err):
                 raise

@@ -10,6 +10,7 @@ from typing import Any
 import structlog
 
 from src.application.ports.work_queue import PublishFailed, TaskRef
+from src.domain.time import iso_ms
 
 log = structlog.get_logger(__name__)
 
@@ -46,4 +47,16 @@ class SqsWorkQueue:  # implements WorkQueue
 
     @staticmethod
     def _body(ref: TaskRef) -> str:
-        return json.dumps({"jobId": ref.job_id, "taskId": ref.task_id, "index": ref.index})
+        body: dict[str, object] = {"jobId": ref.job_id, "taskId": ref.task_id, "index": ref.index}
+        task = ref.dispatched
+        if task is not None:
+            body["task"] = {
+                "url": task.url,
+                "fileName": task.file_name,
+                "outputKey": task.output_key,
+                "createdAt": iso_ms(task.created_at),
+                "expectedSize": task.expected_size,
+                "expectedSha256": task.expected_sha256,
+                "urlExpiresAt": iso_ms(task.url_expires_at) if task.url_expires_at else None,
+            }
+        return json.dumps(body)

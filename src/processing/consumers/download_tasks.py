@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
@@ -10,10 +11,25 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 from src.application.commands import ProcessFileCommand
 from src.application.ports.message_queue import QueueMessage
 from src.application.use_cases.process_file import FileOutcome, ProcessFile
+from src.domain.download_task import DownloadTask
 from src.processing.consumers.loop import Ack, Outcome
 from src.processing.messages import describe_validation_error
 
 log = structlog.get_logger(__name__)
+
+
+class DispatchedTask(BaseModel):
+    """The task as dispatched, carried by the work item (see TaskRef)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    url: StrictStr = Field(min_length=1, max_length=8192)
+    fileName: StrictStr = Field(min_length=1, max_length=1024)
+    outputKey: StrictStr = Field(min_length=1, max_length=1024)
+    createdAt: datetime
+    expectedSize: StrictInt | None = Field(None, ge=0)
+    expectedSha256: StrictStr | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    urlExpiresAt: datetime | None = None
 
 
 class DownloadTaskMessage(BaseModel):
@@ -21,7 +37,27 @@ class DownloadTaskMessage(BaseModel):
 
     jobId: StrictStr = Field(min_length=1, max_length=256)
     taskId: StrictStr = Field(min_length=1, max_length=64)
-    index: StrictInt | None = None
+    index: StrictInt | None = Field(None, ge=0)
+    task: DispatchedTask | None = None
+
+    def dispatched(self, receive_count: int) -> DownloadTask | None:
+        """Only on the first delivery: a message seen before may have been worked on,
+        so the record (its lease, its checkpoint) is read instead."""
+        if self.task is None or self.index is None or receive_count > 1:
+            return None
+        t = self.task
+        return DownloadTask(
+            job_id=self.jobId,
+            task_id=self.taskId,
+            index=self.index,
+            url=t.url,
+            file_name=t.fileName,
+            output_key=t.outputKey,
+            created_at=t.createdAt,
+            expected_size=t.expectedSize,
+            expected_sha256=t.expectedSha256,
+            url_expires_at=t.urlExpiresAt,
+        )
 
 
 _ACKS = {
@@ -49,8 +85,9 @@ class DownloadTaskHandler:
             # One owner per handling (replica/nonce): a duplicate delivery on this same
             # replica cannot share the lease, its renewals or its final write.
             owner = f"{self._owner}/{uuid.uuid4().hex[:8]}"
+            dispatched = dto.dispatched(message.receive_count)
             result = await self._process_file.execute(
-                ProcessFileCommand(dto.jobId, dto.taskId, owner)
+                ProcessFileCommand(dto.jobId, dto.taskId, owner, dispatched)
             )
             if result.outcome is FileOutcome.BUSY:  # come back when the other lease ends
                 return Outcome(Ack.RETRY, retry_after=result.retry_after_seconds)
