@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from dependency_injector import containers, providers
@@ -9,7 +10,10 @@ from dependency_injector import containers, providers
 from src.application.services.workflow_answers import WorkflowAnswers
 from src.application.use_cases.cancel_job import CancelJob
 from src.application.use_cases.complete_job import CompleteJob
-from src.application.use_cases.dispatch_download_tasks import DispatchDownloadTasks
+from src.application.use_cases.dispatch_download_tasks import (
+    DispatchDownloadTasks,
+    DispatchPolicy,
+)
 from src.application.use_cases.poll_export_status import PollExportStatus
 from src.application.use_cases.process_file import ProcessFile
 from src.application.use_cases.reap_stuck_jobs import ReaperPolicy, ReapStuckJobs
@@ -35,7 +39,7 @@ from src.processing.consumers.download_tasks import DownloadTaskHandler
 from src.processing.consumers.export_jobs import ExportJobHandler
 from src.processing.consumers.loop import ConsumerSettings, SqsConsumer
 from src.processing.periodic import Periodic
-from src.processing.rounds import heartbeat_round, polling_round, reaper_round
+from src.processing.rounds import dispatch_round, heartbeat_round, polling_round, reaper_round
 
 _MIB = 1024 * 1024
 
@@ -70,6 +74,16 @@ def _reaper_policy(s: Settings) -> ReaperPolicy:
         max_callback_attempts=s.callback_max_attempts,
         stall_after=timedelta(seconds=s.download_stall_seconds),
         job_deadline=timedelta(seconds=s.job_timeout_seconds),
+    )
+
+
+def _dispatch_policy(s: Settings) -> DispatchPolicy:
+    return DispatchPolicy(
+        chunk=s.dispatch_chunk_size,
+        lease=timedelta(seconds=s.dispatch_lease_seconds),
+        max_attempts=s.dispatch_max_attempts,
+        # a failed chunk is tried again after a third of a lease
+        retry_after=timedelta(seconds=s.dispatch_lease_seconds / 3),
     )
 
 
@@ -182,6 +196,9 @@ class Container(containers.DeclarativeContainer):
         complete_job=complete_job,
         clock=clock,
         s3_prefix=settings.provided.s3_prefix,
+        export_api=export_api,
+        policy=providers.Callable(_dispatch_policy, settings),
+        limits=providers.Factory(ExportLimits, max_files=settings.provided.max_files_per_job),
     )
     poll_export_status = providers.Factory(
         PollExportStatus,
@@ -192,7 +209,6 @@ class Container(containers.DeclarativeContainer):
         clock=clock,
         policy=poll_policy,
         lease=providers.Callable(_poll_lease, settings),
-        limits=providers.Factory(ExportLimits, max_files=settings.provided.max_files_per_job),
     )
     process_file = providers.Factory(
         ProcessFile,
@@ -212,11 +228,14 @@ class Container(containers.DeclarativeContainer):
     )
 
     # Driving side
+    jobs_started = providers.Singleton(asyncio.Event)  # intake → this replica's poller
     export_job_consumer = providers.Factory(
         SqsConsumer,
         name="export-jobs",
         queue=export_jobs_queue,
-        handler=providers.Factory(ExportJobHandler, start_job=start_export_job),
+        handler=providers.Factory(
+            ExportJobHandler, start_job=start_export_job, started=jobs_started
+        ),
         settings=providers.Callable(
             _consumer_settings, settings, settings.provided.max_concurrent_jobs
         ),
@@ -265,6 +284,23 @@ class Container(containers.DeclarativeContainer):
         tick_seconds=providers.Callable(lambda s: s.poller_tick_ms / 1000, settings),
         batch=settings.provided.poller_batch_size,
         parallel_rounds=settings.provided.poller_parallel_rounds,
+        # never longer than the first poll interval: a poll is at most that late
+        # never longer than the first poll interval: a due poll is at most that late
+        idle_tick_seconds=providers.Callable(
+            lambda s: min(s.poller_idle_tick_ms, s.polling_interval_ms) / 1000, settings
+        ),
+        wake=jobs_started,
+    )
+    dispatcher = providers.Factory(
+        Periodic,
+        name="dispatch",
+        round_=providers.Callable(dispatch_round, dispatch, owner, 5),
+        tick_seconds=settings.provided.dispatch_resume_interval_seconds,
+        batch=5,
+        parallel_rounds=2,
+        idle_tick_seconds=providers.Callable(
+            lambda s: 3 * s.dispatch_resume_interval_seconds, settings
+        ),
     )
     heartbeater = providers.Factory(
         Periodic,
@@ -273,6 +309,10 @@ class Container(containers.DeclarativeContainer):
         # Check often; each job's own heartbeat is due only every interval.
         tick_seconds=providers.Callable(
             lambda s: max(0.2, min(5.0, s.heartbeat_interval_seconds / 4)), settings
+        ),
+        # idle, a new job's first heartbeat comes at most a quarter interval late
+        idle_tick_seconds=providers.Callable(
+            lambda s: max(0.2, s.heartbeat_interval_seconds / 4), settings
         ),
         batch=100,
     )

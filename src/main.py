@@ -72,6 +72,8 @@ async def _run(*, embedded: bool, demo: bool, exit_after_demo: bool) -> int:
             workers.append(await container.heartbeater())  # type: ignore[misc]
         if settings.reaper_interval_seconds > 0:
             workers.append(await container.reaper())  # type: ignore[misc]
+        if settings.dispatch_resume_interval_seconds > 0:
+            workers.append(await container.dispatcher())  # type: ignore[misc]
         service = Service(
             workers, port=settings.port, grace_seconds=settings.shutdown_grace_seconds
         )

@@ -111,6 +111,68 @@ class InMemoryJobs:  # implements JobRepository
             claimed.append(leased)
         return claimed
 
+    async def advance_dispatch(
+        self, job_id: str, owner: str, cursor: int, to: int | None, until: datetime
+    ) -> bool:
+        await asyncio.sleep(0)
+        job = self._dispatch_held(job_id, owner, cursor)
+        if job is None or job.dispatch is None:
+            return False
+        if to is None:
+            moved = replace(job, dispatch=None).release()
+        elif to == cursor:
+            moved = replace(job, lease_expires_at=until)
+        else:
+            moved = replace(job, dispatch=job.dispatch.advanced(to), lease_expires_at=until)
+        self.items[job_id] = replace(moved, version=job.version + 1)
+        return True
+
+    async def record_dispatch_failure(
+        self, job_id: str, owner: str, cursor: int, error: str, retry_at: datetime
+    ) -> bool:
+        await asyncio.sleep(0)
+        job = self._dispatch_held(job_id, owner, cursor)
+        if job is None or job.dispatch is None:
+            return False
+        failed = replace(job, dispatch=job.dispatch.failed(error), lease_expires_at=retry_at)
+        self.items[job_id] = replace(failed, version=job.version + 1)
+        return True
+
+    def _dispatch_held(self, job_id: str, owner: str, cursor: int) -> ExportJob | None:
+        job = self.items.get(job_id)
+        if (
+            job is None
+            or job.status is not JobStatus.DOWNLOADING
+            or job.dispatch is None
+            or job.dispatch.cursor != cursor
+            or job.lease_owner != owner
+        ):
+            return None
+        return job
+
+    async def claim_unfinished_dispatches(
+        self, now: datetime, owner: str, until: datetime, limit: int
+    ) -> list[ExportJob]:
+        await asyncio.sleep(0)
+        claimed = []
+        for job in list(self.items.values()):
+            if len(claimed) >= limit:
+                break
+            if job.status is not JobStatus.DOWNLOADING or job.dispatch is None:
+                continue
+            if job.is_leased(now):
+                continue
+            taken = replace(
+                job.leased(owner, until), dispatch=job.dispatch.claimed(), version=job.version + 1
+            )
+            self.items[job.job_id] = taken
+            claimed.append(taken)
+        return claimed
+
+    async def adopt_unscheduled(self, now: datetime, limit: int) -> int:
+        await asyncio.sleep(0)
+        return 0  # every POLLING job here is on the schedule already
+
     async def claim_due_heartbeats(
         self, now: datetime, next_at: datetime, limit: int
     ) -> list[ExportJob]:
@@ -176,11 +238,11 @@ class InMemoryTasks:  # implements TaskRepository
         self.jobs = jobs
         self.items: dict[tuple[str, str], DownloadTask] = {}
 
-    async def add_all(self, tasks: Sequence[DownloadTask]) -> int:
+    async def add_all(self, tasks: Sequence[DownloadTask]) -> list[DownloadTask]:
         await asyncio.sleep(0)
-        new = [task for task in tasks if (task.job_id, task.task_id) not in self.items]
-        self.items.update({(task.job_id, task.task_id): task for task in new})
-        return len(new)
+        for task in tasks:
+            self.items.setdefault((task.job_id, task.task_id), task)
+        return [self.items[(task.job_id, task.task_id)] for task in tasks]
 
     async def get(self, job_id: str, task_id: str) -> DownloadTask | None:
         await asyncio.sleep(0)

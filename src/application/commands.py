@@ -37,6 +37,14 @@ class PollDueJobsCommand:
 
 
 @dataclass(frozen=True, slots=True)
+class ResumeDispatchCommand:
+    """Claim up to `limit` dispatches whose dispatcher is gone and carry each on."""
+
+    owner: str
+    limit: int = 5
+
+
+@dataclass(frozen=True, slots=True)
 class ProcessFileCommand:
     job_id: str
     task_id: str

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+from src.domain.dispatch_progress import DispatchProgress
 from src.domain.errors import IllegalTransition, InvalidCounters
 from src.domain.job_status import ALLOWED, CallbackStatus, JobStatus
 from src.domain.polling import PollPolicy, PollState
@@ -47,6 +48,7 @@ class ExportJob:
     error: JobError | None = None
     callback: CallbackRecord = CallbackRecord(CallbackStatus.NOT_REQUIRED)
     poll: PollState | None = None
+    dispatch: DispatchProgress | None = None  # while its files are being dispatched
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
     version: int = 0
@@ -145,7 +147,8 @@ class ExportJob:
             raise IllegalTransition(self.status, status)
         if status.is_terminal:
             # The poll record stays: how many attempts it took is worth keeping.
-            return replace(self, status=status, updated_at=now, completed_at=now).release()
+            ended = replace(self, status=status, updated_at=now, completed_at=now, dispatch=None)
+            return ended.release()
         return replace(self, status=status, updated_at=now)
 
     def start_polling(self, now: datetime, policy: PollPolicy | None = None) -> ExportJob:
@@ -183,7 +186,19 @@ class ExportJob:
         if total < 0:
             raise InvalidCounters("total tasks cannot be negative")
         moved = self.move_to(JobStatus.DOWNLOADING, now)
-        return replace(moved, total_tasks=total, poll=None).release()
+        return replace(moved, total_tasks=total, poll=None, dispatch=None).release()
+
+    def start_dispatching(
+        self, total: int, owner: str, until: datetime, now: datetime
+    ) -> ExportJob:
+        """DOWNLOADING with `total` files of which none is dispatched yet: the workers
+        start on the first chunk while `owner` (under its lease) dispatches the rest."""
+        moved = self.start_downloading(total, now)
+        return replace(moved, dispatch=DispatchProgress()).leased(owner, until)
+
+    @property
+    def is_dispatching(self) -> bool:
+        return self.dispatch is not None
 
     def record_file(self, *, succeeded: bool, now: datetime) -> ExportJob:
         if self.pending_tasks <= 0:

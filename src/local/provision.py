@@ -208,23 +208,43 @@ def _queue_with_dlq(
 
 CALLBACK_DUE_INDEX = "callbackDue-index"
 CALLBACK_DUE_KEY = "callbackDue"
+# Sparse: jobs with periodic work due at dueAt (a dispatch to resume), so a round reads
+# what is due, not every job in flight.
+DUE_INDEX = "due-index"
+DUE_KIND_KEY = "dueKind"
+DUE_AT_KEY = "dueAt"
+HEARTBEAT_INDEX = "heartbeat-index"
+HEARTBEAT_DUE_KEY = "heartbeatDue"
+HEARTBEAT_AT_KEY = "nextHeartbeatAt"
 
 
 def _job_table_spec() -> dict[str, Any]:
-    def index(name: str, hash_key: str) -> dict[str, Any]:
+    def index(
+        name: str, hash_key: str, range_key: str = INDEX_RANGE_KEY, projection: str = "ALL"
+    ) -> dict[str, Any]:
         return {
             "IndexName": name,
             "KeySchema": [
                 {"AttributeName": hash_key, "KeyType": "HASH"},
-                {"AttributeName": INDEX_RANGE_KEY, "KeyType": "RANGE"},
+                {"AttributeName": range_key, "KeyType": "RANGE"},
             ],
-            "Projection": {"ProjectionType": "ALL"},
+            "Projection": {"ProjectionType": projection},
         }
 
     return {
         "AttributeDefinitions": [
             {"AttributeName": name, "AttributeType": "S"}
-            for name in (JOB_TABLE_HASH_KEY, "status", "userId", CALLBACK_DUE_KEY, INDEX_RANGE_KEY)
+            for name in (
+                JOB_TABLE_HASH_KEY,
+                "status",
+                "userId",
+                CALLBACK_DUE_KEY,
+                INDEX_RANGE_KEY,
+                DUE_KIND_KEY,
+                DUE_AT_KEY,
+                HEARTBEAT_DUE_KEY,
+                HEARTBEAT_AT_KEY,
+            )
         ],
         "KeySchema": [{"AttributeName": JOB_TABLE_HASH_KEY, "KeyType": "HASH"}],
         "GlobalSecondaryIndexes": [
@@ -232,6 +252,9 @@ def _job_table_spec() -> dict[str, Any]:
             index(USER_ID_INDEX, "userId"),
             # Sparse: only finished jobs whose workflow is still owed an answer.
             index(CALLBACK_DUE_INDEX, CALLBACK_DUE_KEY),
+            index(DUE_INDEX, DUE_KIND_KEY, DUE_AT_KEY, "KEYS_ONLY"),
+            # Sparse: unfinished jobs with a waiting workflow, by their next heartbeat.
+            index(HEARTBEAT_INDEX, HEARTBEAT_DUE_KEY, HEARTBEAT_AT_KEY, "KEYS_ONLY"),
         ],
     }
 

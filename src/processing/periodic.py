@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -19,7 +18,11 @@ class Periodic:
     followed at once by another one. With more, a new round may start every tick while
     earlier ones are still running (up to that many at once), so one slow call (an Export
     API that hangs until its timeout) does not hold up everything else that is due;
-    rounds never take the same job, since each claims its jobs under a lease."""
+    rounds never take the same job, since each claims its jobs under a lease.
+
+    While rounds find nothing, the tick doubles up to `idle_tick_seconds` (so an idle
+    replica costs a few calls a minute); the first round that finds work, or a `wake`
+    (this replica's intake has just scheduled a job), brings it back."""
 
     def __init__(
         self,
@@ -29,10 +32,15 @@ class Periodic:
         tick_seconds: float,
         batch: int,
         parallel_rounds: int = 1,
+        idle_tick_seconds: float | None = None,
+        wake: asyncio.Event | None = None,
     ) -> None:
         self.name = name
         self._round = round_
         self._tick = tick_seconds
+        self._idle_tick = max(tick_seconds, idle_tick_seconds or tick_seconds)
+        self._idle_rounds = 0  # rounds in a row that found nothing
+        self._wake = wake  # set by whoever just made work due here (e.g. intake)
         self._batch = batch
         self._parallel = max(1, parallel_rounds)
         self._running: set[asyncio.Task[int]] = set()
@@ -47,8 +55,7 @@ class Periodic:
                     task.add_done_callback(self._running.discard)
                 work = await self._wait_for_round_or_tick(stop)
                 if work < self._batch:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), self._tick)
+                    await self._sleep(stop)
             if self._running:
                 await asyncio.wait(set(self._running))
         except asyncio.CancelledError:  # grace over: rounds stop; their leases run out
@@ -65,9 +72,31 @@ class Periodic:
             return max((t.result() for t in done), default=0)
         return 0
 
+    async def _sleep(self, stop: asyncio.Event) -> None:
+        """Until the next tick, or sooner when stopped or woken (a wake ends the idling)."""
+        waits = [asyncio.ensure_future(stop.wait())]
+        if self._wake is not None:
+            waits.append(asyncio.ensure_future(self._wake.wait()))
+        try:
+            await asyncio.wait(
+                waits, timeout=self._next_tick(), return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+        if self._wake is not None and self._wake.is_set():
+            self._wake.clear()
+            self._idle_rounds = 0
+
+    def _next_tick(self) -> float:
+        backoff = 2.0 ** min(self._idle_rounds, 16)
+        return min(self._tick * backoff, self._idle_tick)
+
     async def _guarded(self) -> int:
         try:
-            return await self._round()
+            work = await self._round()
         except Exception as err:  # the next round tries again; nothing is lost
             log.error("round failed", worker=self.name, error=type(err).__name__)
             return 0
+        self._idle_rounds = 0 if work else self._idle_rounds + 1
+        return work

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from src.application.commands import PollDueJobsCommand, ReapCommand, SendHeartbeatsCommand
+from src.application.commands import (
+    PollDueJobsCommand,
+    ReapCommand,
+    ResumeDispatchCommand,
+    SendHeartbeatsCommand,
+)
+from src.application.use_cases.dispatch_download_tasks import DispatchDownloadTasks
 from src.application.use_cases.poll_export_status import PollExportStatus
 from src.application.use_cases.reap_stuck_jobs import ReapStuckJobs
 from src.application.use_cases.send_heartbeats import SendHeartbeats
@@ -15,6 +21,17 @@ def polling_round(poll: PollExportStatus, owner: str, batch: int) -> Callable[[]
 
     async def round_() -> int:
         return (await poll.execute(command)).claimed
+
+    return round_
+
+
+def dispatch_round(
+    dispatch: DispatchDownloadTasks, owner: str, batch: int
+) -> Callable[[], Awaitable[int]]:
+    command = ResumeDispatchCommand(owner=owner, limit=batch)
+
+    async def round_() -> int:
+        return await dispatch.resume(command)
 
     return round_
 

@@ -155,6 +155,57 @@ def test_sigkill_mid_download_of_small_files_completes_within_two_minutes(
     assert _answers(embedded_stack) - before == 1
 
 
+def test_sigkill_during_dispatch_is_carried_on_by_the_other_replica(
+    aws: Aws, env: dict[str, str], services: list[ServiceProcess], tmp_path: Path,
+    embedded_stack: EmbeddedStack,
+) -> None:  # fmt: skip
+    # Small chunks only so that the dispatch lasts long enough to be caught in the middle;
+    # the lease and the resume interval are the defaults (30 s, 10 s).
+    chunked = {"DISPATCH_CHUNK_SIZE": "5"}
+    replicas = {
+        s.env["INSTANCE_ID"]: s for s in (_start(services, env, tmp_path, **chunked) for _ in "ab")
+    }
+    before = _answers(embedded_stack)
+    files = 400
+    export_id = _export(f"files-{files}-size-64")
+    job = _input(export_id)
+    arn = aws.start_execution(job)
+
+    def mid_dispatch() -> dict[str, Any] | None:
+        stored = aws.job(job["jobId"])
+        if stored and int(stored.get("dispatchCursor", 0)) >= 50:
+            return stored
+        return None
+
+    at_kill = wait_for(mid_dispatch, 90, "the dispatch some chunks in")
+    replicas[str(at_kill["leaseOwner"])].kill()
+
+    execution = aws.wait_execution(arn, timeout=180)
+    assert execution["status"] == "SUCCEEDED", execution
+    stored = aws.job(job["jobId"])
+    assert stored is not None
+    assert (stored["totalTasks"], stored["completedTasks"], stored["failedTasks"]) == (
+        files,
+        files,
+        0,
+    )
+    assert "dispatchCursor" not in stored and "dueKind" not in stored
+    assert len(aws.keys(f"exports/{job['jobId']}/")) == files
+    records = aws.ddb.query(
+        TableName=env["DYNAMODB_TASKS_TABLE_NAME"],
+        KeyConditionExpression="jobId = :j",
+        ExpressionAttributeValues={":j": {"S": job["jobId"]}},
+        Select="COUNT",
+        ConsistentRead=True,
+    )["Count"]
+    assert records == files
+    assert _answers(embedded_stack) - before == 1
+    # Chunks behind the cursor were not dispatched again: files fetched twice are at most
+    # the chunk the dispatcher died in and the copies the victim had in flight.
+    fetched = embedded_stack.sandbox.bytes_sent(export_id) // 64
+    assert files <= fetched <= files + 5 + 32
+
+
 # --- fresh URLs, byte-exact copies ----------------------------------------------------
 
 

@@ -34,7 +34,14 @@ METADATA: dict[str, Any] = {
     "nested": {"list": [1, 2.5, "three", {"deep": -1.125}], "empty": {}},
 }
 # Attributes this service adds to the original's item (the contract: add freely, rename none).
-SERVICE_ATTRIBUTES = {"callbackStatus", "callbackAttempts", "version"}
+# heartbeatDue + nextHeartbeatAt: a job with a token is on the heartbeat schedule from the start
+SERVICE_ATTRIBUTES = {
+    "callbackStatus",
+    "callbackAttempts",
+    "version",
+    "heartbeatDue",
+    "nextHeartbeatAt",
+}
 
 
 @pytest.fixture(scope="module")
@@ -334,3 +341,79 @@ async def test_save_never_moves_a_terminal_job_to_another_status(
     item = raw_item(ddb, resources, job_id)
     assert item is not None
     assert item["status"] == {"S": "COMPLETED"}
+
+
+async def test_a_job_left_polling_by_the_original_is_adopted_then_polled(
+    repository, ddb, resources
+) -> None:
+    job_id = str(uuid.uuid4())
+    ddb.put_item(TableName=resources.table_name, Item=legacy_item(job_id, "POLLING"))
+    now = datetime.now(UTC)
+
+    async def claimed() -> list[str]:
+        found = await repository.claim_due_for_polling(now, "p", now + timedelta(minutes=1), 100)
+        return [j.job_id for j in found]
+
+    assert job_id not in await claimed()  # not on the schedule the pollers read
+    assert await repository.adopt_unscheduled(now, 100) >= 1
+    assert await repository.adopt_unscheduled(now, 100) == 0  # once
+    assert job_id in await claimed()
+    stored = await repository.get(job_id)
+    assert stored is not None and (stored.lease_owner, stored.status) == ("p", JobStatus.POLLING)
+
+
+async def test_the_due_index_holds_polling_and_dispatching_jobs_only(
+    repository, ddb, resources
+) -> None:
+    job = new_job()
+    await repository.create(job)
+    assert "dueKind" not in raw_item(ddb, resources, job.job_id)
+    now = datetime.now(UTC)
+    job = await repository.save(job.start_polling(now))
+    item = raw_item(ddb, resources, job.job_id)
+    assert (item["dueKind"]["S"], item["dueAt"]["S"]) == ("POLL", item["nextPollAt"]["S"])
+    until = now + timedelta(minutes=2)
+    job = await repository.save(job.start_dispatching(3, "d", until, now))
+    item = raw_item(ddb, resources, job.job_id)
+    assert (item["dueKind"]["S"], item["dueAt"]["S"]) == ("DISPATCH", item["leaseExpiresAt"]["S"])
+    await repository.save(job.fail("PROCESSING_ERROR", "x", now))
+    item = raw_item(ddb, resources, job.job_id)
+    assert "dueKind" not in item and "dueAt" not in item
+
+
+async def test_heartbeats_are_read_from_their_schedule_only_when_due(
+    repository, ddb, resources
+) -> None:
+    now = datetime.now(UTC) + timedelta(days=1)  # later than anything other tests left due
+    with_token = new_job()
+    without = replace(new_job(), task_token=None)
+    for job in (with_token, without):
+        await repository.create(job)
+
+    async def due_at(at: datetime) -> set[str]:
+        found = await repository.claim_due_heartbeats(at, at + timedelta(minutes=1), 1000)
+        return {j.job_id for j in found}
+
+    first = await due_at(now)
+    assert with_token.job_id in first and without.job_id not in first
+    assert with_token.job_id not in await due_at(now + timedelta(seconds=30))  # moved on
+    assert with_token.job_id in await due_at(now + timedelta(minutes=1))
+    stored = await repository.get(with_token.job_id)
+    assert stored is not None
+    await repository.save(stored.fail("PROCESSING_ERROR", "x", now))
+    assert "heartbeatDue" not in raw_item(ddb, resources, with_token.job_id)
+    assert with_token.job_id not in await due_at(now + timedelta(hours=1))
+
+
+async def test_a_job_with_a_token_left_by_the_original_is_adopted_for_heartbeats(
+    repository, ddb, resources
+) -> None:
+    job_id = str(uuid.uuid4())
+    ddb.put_item(TableName=resources.table_name, Item=legacy_item(job_id, "DOWNLOADING"))
+    now = datetime.now(UTC) + timedelta(days=2)
+    found = await repository.claim_due_heartbeats(now, now + timedelta(minutes=1), 1000)
+    assert job_id not in {j.job_id for j in found}
+    assert await repository.adopt_unscheduled(now, 1000) >= 1
+    found = await repository.claim_due_heartbeats(now, now + timedelta(minutes=1), 1000)
+    assert job_id in {j.job_id for j in found}
+    assert "dueKind" not in raw_item(ddb, resources, job_id)  # downloading: nothing to poll

@@ -140,6 +140,8 @@ def test_provision_is_idempotent_and_complete(
         "status-index",
         "userId-index",
         "callbackDue-index",
+        "due-index",
+        "heartbeat-index",
     }
     ttl = ddb.describe_time_to_live(TableName=resources.tasks_table_name)
     assert ttl["TimeToLiveDescription"]["AttributeName"] == "ttl"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from src.application.ports.job_repository import AttachOutcome, ConditionFailed
 from src.domain.export_job import ExportJob
 from src.domain.job_status import CallbackStatus, JobStatus
+from src.domain.polling import PollPolicy
 from src.domain.task_token import TaskToken
 from src.infrastructure.dynamodb.job_repository import DynamoDbJobRepository
 from src.local.provision import Resources
@@ -108,10 +110,6 @@ async def test_heartbeats_are_claimed_for_a_job_whose_only_workflow_came_later(j
 
 
 async def test_a_polling_claim_counts_the_attempt_and_a_failed_one_keeps_its_error(jobs: Any):
-    from datetime import timedelta
-
-    from src.domain.polling import PollPolicy
-
     job = await stored_job(jobs)
     now = T0 + timedelta(seconds=1)
     until = now + timedelta(seconds=60)
@@ -131,3 +129,70 @@ async def test_a_polling_claim_counts_the_attempt_and_a_failed_one_keeps_its_err
     assert read.poll.attempts == 2
     assert read.poll.last_error == "PublishFailed: refused"
     assert read.lease_owner is None
+
+
+# --- the dispatch cursor ----------------------------------------------------------------
+
+
+async def dispatching(jobs: Any, owner: str = "a") -> ExportJob:
+    job = await stored_job(jobs)
+    return await jobs.save(job.start_dispatching(7, owner, T0 + timedelta(seconds=60), T0))
+
+
+async def claim_dispatch(jobs: Any, job: ExportJob, at: Any, owner: str) -> ExportJob | None:
+    found = await jobs.claim_unfinished_dispatches(at, owner, at + timedelta(seconds=60), 1000)
+    return next((j for j in found if j.job_id == job.job_id), None)
+
+
+async def test_the_dispatch_cursor_moves_only_for_its_lease_holder_at_that_cursor(jobs: Any):
+    job = await dispatching(jobs)
+    later = T0 + timedelta(seconds=90)
+    assert not await jobs.advance_dispatch(job.job_id, "b", 0, 3, later)  # not the holder
+    assert not await jobs.advance_dispatch(job.job_id, "a", 2, 3, later)  # not that cursor
+    assert await jobs.advance_dispatch(job.job_id, "a", 0, 3, later)
+    assert await jobs.advance_dispatch(job.job_id, "a", 3, 3, later)  # a renewal
+    read = await jobs.get(job.job_id)
+    assert (read.dispatch.cursor, read.dispatch.attempts, read.lease_expires_at) == (3, 0, later)
+    assert read.version > job.version
+    with pytest.raises(ConditionFailed):  # a stale snapshot cannot move the cursor back
+        await jobs.save(job)
+    assert await jobs.advance_dispatch(job.job_id, "a", 3, None, later)
+    done = await jobs.get(job.job_id)
+    assert (done.dispatch, done.lease_owner, done.status) == (None, None, JobStatus.DOWNLOADING)
+    assert await claim_dispatch(jobs, job, later + timedelta(hours=1), "b") is None
+
+
+async def test_an_unfinished_dispatch_is_claimed_once_its_lease_ran_out(jobs: Any):
+    job = await dispatching(jobs)
+    assert await claim_dispatch(jobs, job, T0 + timedelta(seconds=30), "b") is None  # held
+    expired = T0 + timedelta(seconds=61)
+    claimed = await claim_dispatch(jobs, job, expired, "b")
+    assert claimed is not None and claimed.dispatch is not None
+    assert (claimed.lease_owner, claimed.dispatch.attempts, claimed.dispatch.cursor) == ("b", 2, 0)
+    assert await claim_dispatch(jobs, job, expired, "c") is None  # "b" has it now
+    assert not await jobs.advance_dispatch(job.job_id, "a", 0, 2, expired)  # "a" lost it
+    # Not a polling job: a poller never takes it.
+    polled = await jobs.claim_due_for_polling(expired, "p", expired, 1000)
+    assert job.job_id not in {j.job_id for j in polled}
+
+
+async def test_a_failed_chunk_keeps_its_error_and_holds_the_job_until_the_retry(jobs: Any):
+    job = await dispatching(jobs)
+    retry_at = T0 + timedelta(seconds=20)
+    assert await jobs.record_dispatch_failure(job.job_id, "a", 0, "PublishFailed: x", retry_at)
+    read = await jobs.get(job.job_id)
+    assert (read.dispatch.last_error, read.lease_expires_at) == ("PublishFailed: x", retry_at)
+    assert await claim_dispatch(jobs, job, retry_at - timedelta(seconds=1), "b") is None
+    claimed = await claim_dispatch(jobs, job, retry_at, "b")
+    assert claimed is not None and claimed.dispatch.last_error == "PublishFailed: x"
+    assert await jobs.advance_dispatch(job.job_id, "b", 0, 2, retry_at)
+    moved = await jobs.get(job.job_id)
+    assert (moved.dispatch.last_error, moved.dispatch.attempts) == (None, 0)
+
+
+async def test_a_job_that_ended_is_no_longer_dispatched(jobs: Any):
+    job = await dispatching(jobs)
+    await jobs.save(job.fail("PROCESSING_ERROR", "stopped", T0))
+    assert not await jobs.advance_dispatch(job.job_id, "a", 0, 2, T0)
+    assert await claim_dispatch(jobs, job, T0 + timedelta(hours=1), "b") is None
+    assert (await jobs.get(job.job_id)).dispatch is None

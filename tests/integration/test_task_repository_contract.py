@@ -89,3 +89,26 @@ async def test_an_unleased_result_is_recorded_over_a_lease_and_the_holder_then_c
     assert await tasks.record_result(finished, "holder") is False
     stored = await jobs.get(job.job_id)
     assert (stored.completed_tasks, stored.failed_tasks) == (1, 0)
+
+
+async def test_adding_records_again_returns_the_stored_ones_and_changes_none(
+    repos: tuple[Any, Any],
+):
+    jobs, tasks = repos
+    job, records = await downloading(jobs, tasks, 3)
+    await tasks.record_result(done(records[1]), "w", leased=False)
+    again = await tasks.add_all([a_task(job.job_id, i) for i in range(4)])
+    assert [(t.index, t.status) for t in again] == [
+        (0, TaskStatus.PENDING),
+        (1, TaskStatus.COMPLETED),  # as stored, not as asked
+        (2, TaskStatus.PENDING),
+        (3, TaskStatus.PENDING),  # new
+    ]
+    assert again[1].sha256 == "a" * 64
+    stored = await tasks.list_for_job(job.job_id)
+    assert [t.status for t in stored] == [
+        TaskStatus.PENDING,
+        TaskStatus.COMPLETED,
+        TaskStatus.PENDING,
+        TaskStatus.PENDING,
+    ]

@@ -75,3 +75,26 @@ async def test_one_round_at_a_time_by_default():
 
     await _run_for(Periodic("t", round_, tick_seconds=0.01, batch=5), 0.3)
     assert overlap and max(overlap) == 1
+
+
+async def test_an_idle_worker_backs_off_to_its_idle_tick_and_work_brings_it_back():
+    works = iter([0, 0, 0, 0, 0, 3])
+
+    async def round_() -> int:
+        return next(works)
+
+    worker = Periodic("t", round_, tick_seconds=1, batch=5, idle_tick_seconds=5)
+    ticks = []
+    for _ in range(6):
+        await worker._guarded()
+        ticks.append(worker._next_tick())
+    assert ticks == [2, 4, 5, 5, 5, 1]
+
+
+async def test_without_an_idle_tick_the_tick_stays():
+    async def round_() -> int:
+        return 0
+
+    worker = Periodic("t", round_, tick_seconds=1, batch=5)
+    await worker._guarded()
+    assert worker._next_tick() == 1

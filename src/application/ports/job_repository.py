@@ -61,6 +61,38 @@ class JobRepository(Protocol):
         replica polls a job at a time. A dead owner's lease simply runs out."""
         ...
 
+    async def advance_dispatch(
+        self, job_id: str, owner: str, cursor: int, to: int | None, until: datetime
+    ) -> bool:
+        """Move a DOWNLOADING job's dispatch cursor from `cursor` to `to` and its lease to
+        `until`, if `owner` still holds the lease at that cursor. Moving on resets the
+        claim count; `to == cursor` only renews; `to` None means every file is
+        dispatched: the cursor and the lease go. Moves the version. False (nothing
+        written) when the job ended or another replica has taken the dispatch over."""
+        ...
+
+    async def record_dispatch_failure(
+        self, job_id: str, owner: str, cursor: int, error: str, retry_at: datetime
+    ) -> bool:
+        """Keep why the chunk at `cursor` failed, for whoever takes it up next; the lease
+        is held until `retry_at`, so that is no sooner than then. Same condition as
+        advance_dispatch."""
+        ...
+
+    async def claim_unfinished_dispatches(
+        self, now: datetime, owner: str, until: datetime, limit: int
+    ) -> list[ExportJob]:
+        """DOWNLOADING jobs whose dispatch is unfinished and whose lease has run out (its
+        dispatcher died or failed), each leased to `owner` until `until` with the claim
+        counted, by one conditional write each: one replica resumes a dispatch."""
+        ...
+
+    async def adopt_unscheduled(self, now: datetime, limit: int) -> int:
+        """Jobs left POLLING by the original service (a drop-in swap) have no place in the
+        schedule the pollers read: give up to `limit` of them one, due at `now`. Reads
+        every POLLING job, so it is run seldom. Returns how many were adopted."""
+        ...
+
     async def claim_due_heartbeats(
         self, now: datetime, next_at: datetime, limit: int
     ) -> list[ExportJob]:

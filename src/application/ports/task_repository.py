@@ -15,9 +15,10 @@ class TaskRepository(Protocol):
     conditional on the task still being RUNNING under the recorder's lease, in the same
     transaction as the job's counter."""
 
-    async def add_all(self, tasks: Sequence[DownloadTask]) -> int:
-        """Store the tasks not stored yet (existing ones are left as they are); returns
-        how many were new. Safe to call again with the same tasks."""
+    async def add_all(self, tasks: Sequence[DownloadTask]) -> list[DownloadTask]:
+        """Store the tasks not stored yet (existing ones are left as they are). Returns
+        each task as stored: a new one as given, an existing one as found (or as given
+        when the store cannot say). Safe to call again with the same tasks."""
         ...
 
     async def get(self, job_id: str, task_id: str) -> DownloadTask | None: ...

@@ -1,32 +1,65 @@
-"""DispatchDownloadTasks: one task record and one work item per file of a ready export."""
+"""DispatchDownloadTasks: one task record and one work item per file of a ready export,
+chunk by chunk, resumable by any replica."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 import structlog
 
-from src.application.commands import CompleteJobCommand
+from src.application.commands import CompleteJobCommand, ResumeDispatchCommand
 from src.application.ports.clock import Clock
-from src.application.ports.export_api import ExportFile
+from src.application.ports.export_api import ExportApi, ExportFile, ExportState
 from src.application.ports.job_repository import JobRepository
+from src.application.ports.leases import LeaseLost
 from src.application.ports.task_repository import TaskRepository
 from src.application.ports.work_queue import TaskRef, WorkQueue
+from src.application.services.failure_text import describe
+from src.application.services.lease_keeper import LeaseKeeper
 from src.application.use_cases.complete_job import CompleteJob
-from src.domain.download_task import DownloadTask, task_id_for
-from src.domain.export_job import ExportJob
+from src.domain.download_task import DownloadTask, TaskStatus, task_id_for
+from src.domain.errors import JobErrorCode
+from src.domain.export_job import ExportJob, JobError
+from src.domain.export_limits import ExportLimits
 from src.domain.file_names import object_key
 
 log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
+class DispatchPolicy:
+    chunk: int = 100  # files per chunk: records, work items, then one cursor write
+    lease: timedelta = timedelta(minutes=2)  # renewed every third while dispatching
+    max_attempts: int = 5  # claims without the cursor moving before the job fails
+    retry_after: timedelta = timedelta(seconds=30)  # after a failed chunk
+
+
+@dataclass(slots=True)
+class _Cursor:
+    """The dispatcher's position; the lock keeps a renewal from racing an advance."""
+
+    job_id: str
+    owner: str
+    at: int
+    done: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass(frozen=True, slots=True)
 class DispatchDownloadTasks:
-    """Order matters for crash safety: task records first (idempotent), then the work
-    items, then the job's move to DOWNLOADING. A crash anywhere leaves the job POLLING
-    under an expiring lease, so it is polled and dispatched again; the same task ids are
-    reused and a repeated work item is harmless because results are recorded once.
+    """A ready export's job moves to DOWNLOADING with its total at once, leased to its
+    dispatcher, and workers start on the first chunk while the rest is dispatched. Each
+    chunk: task records (conditional puts, existing ones returned as stored), work items
+    for the records no worker has started, then the cursor moves in one conditional write
+    that only the lease holder at that cursor can make. A dispatcher that dies or fails
+    leaves the cursor where it was; once its lease runs out any replica claims the job
+    (the claim counts), reads the listing again and carries on from the cursor. Chunks
+    behind the cursor are never written again. Only the chunk a dispatcher died in is
+    redone: its existing records are kept, and only the work items of records no worker
+    has started are sent again (a duplicate of those counts once, like any redelivery).
     A zero-file export completes at once."""
 
     jobs: JobRepository
@@ -35,18 +68,135 @@ class DispatchDownloadTasks:
     complete_job: CompleteJob
     clock: Clock
     s3_prefix: str
+    export_api: ExportApi | None = None  # to read the listing again when resuming
+    policy: DispatchPolicy = field(default_factory=DispatchPolicy)
+    limits: ExportLimits = field(default_factory=ExportLimits)
 
-    async def execute(self, job: ExportJob, files: tuple[ExportFile, ...]) -> ExportJob:
+    async def execute(self, job: ExportJob, files: Sequence[ExportFile]) -> ExportJob:
+        """`job` is leased to its poller, who found the export ready with `files`."""
+        problem = self.limits.violation(self.s3_prefix, job.job_id, files)
+        if problem:
+            log.warning("export listing out of bounds", reason=problem)
+            return await self._fail(job, JobErrorCode.EXPORT_API_FAILED, problem)
         if not files:
             log.info("export has no files")
             return (await self.complete_job.execute(CompleteJobCommand(job.job_id))).job
+        assert job.lease_owner is not None, "dispatch runs under the poller's lease"
         now = self.clock.now()
-        records = [self._task(job, index, file, now) for index, file in enumerate(files)]
-        created = await self.tasks.add_all(records)
-        await self.queue.publish([TaskRef(t.job_id, t.task_id, t.index, t) for t in records])
-        job = await self.jobs.save(job.start_downloading(len(records), self.clock.now()))
-        log.info("download tasks dispatched", total_tasks=len(records), new_records=created)
+        job = await self.jobs.save(
+            job.start_dispatching(len(files), job.lease_owner, now + self.policy.lease, now)
+        )
+        await self._continue(job, files)
         return job
+
+    async def resume(self, command: ResumeDispatchCommand) -> int:
+        """Claim up to `limit` dispatches whose dispatcher is gone and carry each on."""
+        now = self.clock.now()
+        claimed = await self.jobs.claim_unfinished_dispatches(
+            now, command.owner, now + self.policy.lease, command.limit
+        )
+        await asyncio.gather(*(self._resume_one(job) for job in claimed))
+        return len(claimed)
+
+    async def _resume_one(self, job: ExportJob) -> None:
+        assert job.dispatch is not None and job.lease_owner is not None
+        with structlog.contextvars.bound_contextvars(job_id=job.job_id, export_id=job.export_id):
+            log.info("resuming an unfinished dispatch", cursor=job.dispatch.cursor)
+            if job.dispatch.overrun(self.policy.max_attempts):
+                made = job.dispatch.attempts - 1
+                last = (
+                    job.dispatch.last_error
+                    or "the dispatch did not finish (its replica may have stopped)"
+                )
+                message = f"Dispatching did not move on after {made} attempts; last: {last}"
+                log.error("giving up on the job", reason=message)
+                await self._fail(job, JobErrorCode.PROCESSING_ERROR, message)
+                return
+            try:
+                files = await self._listing(job)
+            except Exception as err:
+                log.warning("listing unavailable to resume the dispatch", error=describe(err))
+                await self._record_failure(job, job.dispatch.cursor, err)
+                return
+            if isinstance(files, JobError):
+                await self._fail(job, files.code, files.message)
+                return
+            await self._continue(job, files)
+
+    async def _listing(self, job: ExportJob) -> Sequence[ExportFile] | JobError:
+        """The listing as the Export API gives it now (fresh URLs), or why it cannot be
+        carried on with: it must still be ready and list as many files as at the start."""
+        assert self.export_api is not None, "resuming needs the Export API"
+        status = await self.export_api.get_export(job.export_id)
+        if status.state is ExportState.EXPIRED:
+            return JobError(JobErrorCode.EXPORT_EXPIRED, status.error_message or "Export expired")
+        if status.state is not ExportState.READY:
+            message = f"Export was {status.state.value} while its files were being dispatched"
+            return JobError(JobErrorCode.EXPORT_API_FAILED, message)
+        if len(status.files) != job.total_tasks:
+            message = (
+                f"Export's listing changed while its files were being dispatched: "
+                f"{job.total_tasks} files at first, {len(status.files)} now"
+            )
+            return JobError(JobErrorCode.EXPORT_API_FAILED, message)
+        problem = self.limits.violation(self.s3_prefix, job.job_id, status.files)
+        return JobError(JobErrorCode.EXPORT_API_FAILED, problem) if problem else status.files
+
+    async def _continue(self, job: ExportJob, files: Sequence[ExportFile]) -> None:
+        assert job.dispatch is not None and job.lease_owner is not None
+        cursor = _Cursor(job.job_id, job.lease_owner, job.dispatch.cursor)
+
+        async def renew(until: datetime) -> bool:
+            async with cursor.lock:
+                if cursor.done:
+                    return True
+                return await self.jobs.advance_dispatch(
+                    cursor.job_id, cursor.owner, cursor.at, cursor.at, until
+                )
+
+        keeper = LeaseKeeper(self.clock, self.policy.lease)
+        try:
+            await keeper.hold(renew, self._chunks(job, files, cursor))
+        except LeaseLost:
+            log.warning("the job ended or another replica took the dispatch over", cursor=cursor.at)
+        except Exception as err:
+            log.exception("dispatching failed; another attempt carries on", cursor=cursor.at)
+            await self._record_failure(job, cursor.at, err)
+
+    async def _chunks(self, job: ExportJob, files: Sequence[ExportFile], cursor: _Cursor) -> None:
+        total = len(files)
+        while cursor.at < total:
+            end = min(cursor.at + self.policy.chunk, total)
+            now = self.clock.now()
+            records = [self._task(job, i, files[i], now) for i in range(cursor.at, end)]
+            stored = await self.tasks.add_all(records)
+            unstarted = [t for t in stored if t.status is TaskStatus.PENDING and t.attempts == 0]
+            await self.queue.publish([TaskRef(t.job_id, t.task_id, t.index, t) for t in unstarted])
+            async with cursor.lock:
+                until = self.clock.now() + self.policy.lease
+                to = end if end < total else None
+                if not await self.jobs.advance_dispatch(
+                    job.job_id, cursor.owner, cursor.at, to, until
+                ):
+                    raise LeaseLost("the dispatch was taken over")
+                cursor.at, cursor.done = end, to is None
+            if len(unstarted) < len(records):
+                log.info("chunk dispatched again", started=len(records) - len(unstarted))
+        log.info("download tasks dispatched", total_tasks=total)
+
+    async def _record_failure(self, job: ExportJob, cursor: int, err: Exception) -> None:
+        assert job.lease_owner is not None
+        retry_at = self.clock.now() + self.policy.retry_after
+        try:
+            await self.jobs.record_dispatch_failure(
+                job.job_id, job.lease_owner, cursor, describe(err), retry_at
+            )
+        except Exception as again:  # the lease runs out instead: nothing is lost
+            log.warning("could not record the failed dispatch", error=type(again).__name__)
+
+    async def _fail(self, job: ExportJob, code: str, message: str) -> ExportJob:
+        command = CompleteJobCommand(job.job_id, JobError(code, message))
+        return (await self.complete_job.execute(command)).job
 
     def _task(self, job: ExportJob, index: int, file: ExportFile, now: datetime) -> DownloadTask:
         return DownloadTask(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 
 import structlog
@@ -17,7 +17,6 @@ from src.application.use_cases.complete_job import CompleteJob
 from src.application.use_cases.dispatch_download_tasks import DispatchDownloadTasks
 from src.domain.errors import JobErrorCode
 from src.domain.export_job import ExportJob, JobError
-from src.domain.export_limits import ExportLimits
 from src.domain.polling import PollPolicy
 
 log = structlog.get_logger(__name__)
@@ -38,8 +37,9 @@ class PollExportStatus:
 
     Every claim counts as an attempt, so an attempt that fails (or whose replica dies) the
     same way every time ends the job (ProcessingError, with the last error) instead of
-    being retried forever. A ready export is checked against ExportLimits before any of
-    it is written; beyond them the job fails with the reason (ExportFailed)."""
+    being retried forever. A ready export goes to DispatchDownloadTasks, which checks it
+    against ExportLimits before any of it is written and dispatches it under its own
+    lease (a job being dispatched is DOWNLOADING: never claimed for polling again)."""
 
     jobs: JobRepository
     export_api: ExportApi
@@ -48,7 +48,6 @@ class PollExportStatus:
     clock: Clock
     policy: PollPolicy
     lease: timedelta
-    limits: ExportLimits = field(default_factory=ExportLimits)
 
     async def execute(self, command: PollDueJobsCommand) -> PollReport:
         now = self.clock.now()
@@ -101,12 +100,7 @@ class PollExportStatus:
             await self._again(job)
 
     async def _ready(self, job: ExportJob, files: tuple[ExportFile, ...]) -> None:
-        problem = self.limits.violation(self.dispatch.s3_prefix, job.job_id, files)
-        if problem:
-            log.warning("export listing out of bounds", reason=problem)
-            await self._fail(job, JobErrorCode.EXPORT_API_FAILED, problem)
-            return
-        await self.dispatch.execute(job, files)
+        await self.dispatch.execute(job, files)  # which checks the listing's bounds first
 
     async def _give_up(self, job: ExportJob) -> None:
         """Claimed once too often: the earlier attempts ended without an outcome."""

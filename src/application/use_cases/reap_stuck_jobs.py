@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 
 import structlog
@@ -31,6 +31,9 @@ class ReaperPolicy:
     max_callback_attempts: int = 10
     stall_after: timedelta = timedelta(minutes=10)  # DOWNLOADING with no progress
     job_deadline: timedelta = timedelta(hours=24)  # from creation, whatever happens
+    # Jobs left POLLING by the original service are put on the schedule this often (it
+    # reads every POLLING job, so seldom; only needed while the two services overlap).
+    adopt_every: timedelta = timedelta(minutes=10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,17 +60,27 @@ class ReapStuckJobs:
     leases: Leases
     clock: Clock
     policy: ReaperPolicy
+    _adopted_at: list[datetime] = field(default_factory=list)  # this replica's last time
 
     async def execute(self, command: ReapCommand) -> ReapReport:
         now = self.clock.now()
         if not await self.leases.acquire(LEASE_NAME, command.owner, now + self.policy.lease, now):
             return ReapReport(ran=False)
+        await self._adopt(now, command.limit)
         retried, abandoned = await self._callbacks(now, command.limit)
         redriven, finished = await self._stalled_downloads(now, command.limit)
         report = ReapReport(True, retried, abandoned, redriven, finished)
         if retried or abandoned or redriven or finished:
             log.info("reaper round", **asdict(report))
         return report
+
+    async def _adopt(self, now: datetime, limit: int) -> None:
+        if self._adopted_at and now - self._adopted_at[-1] < self.policy.adopt_every:
+            return
+        self._adopted_at[:] = [now]
+        adopted = await self.jobs.adopt_unscheduled(now, limit)
+        if adopted:
+            log.info("jobs left polling by the original service scheduled", count=adopted)
 
     async def _callbacks(self, now: datetime, limit: int) -> tuple[int, int]:
         retried = abandoned = 0
@@ -103,8 +116,8 @@ class ReapStuckJobs:
         done = {job.job_id for job in overdue}
         stalled_before = now - self.policy.stall_after
         for job in await self.jobs.list_stalled(JobStatus.DOWNLOADING, stalled_before, limit):
-            if job.job_id in done:
-                continue
+            if job.job_id in done or job.is_dispatching:
+                continue  # a dispatch still running (or to resume) is not a stall
             with structlog.contextvars.bound_contextvars(job_id=job.job_id):
                 if job.all_files_done:
                     await self.complete_job.execute(CompleteJobCommand(job.job_id))

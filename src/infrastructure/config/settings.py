@@ -52,9 +52,20 @@ class Settings(BaseSettings):
     max_polling_attempts: int = Field(120, ge=1)
     poll_lease_seconds: int = Field(60, ge=1)
     poller_tick_ms: int = Field(1_000, ge=10)
+    poller_idle_tick_ms: int = Field(
+        5_000, ge=10, description="the tick grows to this while nothing is due"
+    )
     poller_batch_size: int = Field(25, ge=1)
     poller_parallel_rounds: int = Field(4, ge=1, description="rounds that may overlap")
     dispatch_batch_size: int = Field(10, ge=1, le=10)
+    # A ready export is dispatched in chunks of this many files, each followed by one
+    # write of the job's dispatch cursor; a dispatcher that dies costs at most one chunk.
+    dispatch_chunk_size: int = Field(100, ge=1, le=1_000)
+    dispatch_lease_seconds: float = Field(30, ge=1, description="renewed every third")
+    dispatch_max_attempts: int = Field(5, ge=1, description="claims without progress")
+    dispatch_resume_interval_seconds: float = Field(
+        10, ge=0, description="how often unfinished dispatches are looked for; 0 disables"
+    )
     # An export listing more files fails (ExportFailed) before anything of it is written.
     max_files_per_job: int = Field(10_000, ge=1)
     download_concurrency: int = Field(32, ge=1)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from src.domain.dispatch_progress import DispatchProgress
 from src.domain.export_job import CallbackRecord, ExportJob, JobError
 from src.domain.job_status import CallbackStatus, JobStatus
 from src.domain.polling import PollState
 from src.domain.task_token import TaskToken
 from src.domain.time import iso_ms, parse_iso
+from src.infrastructure.dynamodb import due_index
 
 
 def to_item(job: ExportJob) -> dict[str, Any]:
@@ -36,12 +38,17 @@ def to_item(job: ExportJob) -> dict[str, Any]:
         "pollAttempts": job.poll.attempts if job.poll else None,
         "pollDeadline": iso_ms(job.poll.deadline) if job.poll else None,
         "pollLastError": job.poll.last_error if job.poll else None,
+        "dispatchCursor": job.dispatch.cursor if job.dispatch else None,
+        "dispatchAttempts": job.dispatch.attempts if job.dispatch else None,
+        "dispatchLastError": job.dispatch.last_error if job.dispatch else None,
         "leaseOwner": job.lease_owner,
         "leaseExpiresAt": iso_ms(job.lease_expires_at) if job.lease_expires_at else None,
         # Sparse index key: present only while a finished job still owes its workflow an
         # answer (the winner crashed before answering, or delivery is being retried).
         "callbackDue": "DUE" if owes_callback(job) else None,
         "version": job.version,
+        **due_index.keys(job),
+        "heartbeatDue": due_index.heartbeat_due(job),
     }
 
 
@@ -49,6 +56,16 @@ def owes_callback(job: ExportJob) -> bool:
     return job.is_terminal and job.callback.status in (
         CallbackStatus.PENDING,
         CallbackStatus.RETRYING,
+    )
+
+
+def _dispatch(item: dict[str, Any]) -> DispatchProgress | None:
+    if item.get("dispatchCursor") is None:
+        return None
+    return DispatchProgress(
+        cursor=int(item["dispatchCursor"]),
+        attempts=int(item.get("dispatchAttempts", 0)),
+        last_error=item.get("dispatchLastError"),
     )
 
 
@@ -99,6 +116,7 @@ def from_item(item: dict[str, Any]) -> ExportJob:
             at=parse_iso(callback_at) if callback_at else None,
         ),
         poll=_poll_state(item),
+        dispatch=_dispatch(item),
         lease_owner=item.get("leaseOwner"),
         lease_expires_at=parse_iso(item["leaseExpiresAt"]) if item.get("leaseExpiresAt") else None,
         version=int(item.get("version", 0)),

@@ -14,7 +14,7 @@ from src.domain.export_job import ExportJob
 from src.domain.job_status import TERMINAL, JobStatus
 from src.domain.task_token import TaskToken
 from src.domain.time import iso_ms
-from src.infrastructure.dynamodb import job_mapping, job_tokens
+from src.infrastructure.dynamodb import due_index, job_claims, job_mapping, job_tokens
 from src.infrastructure.dynamodb.codec import from_item, to_attr
 from src.infrastructure.dynamodb.errors import is_condition_failure, lost_race
 
@@ -26,6 +26,8 @@ class DynamoDbJobRepository:  # implements JobRepository
 
     async def create(self, job: ExportJob) -> bool:
         item = {k: to_attr(v) for k, v in job_mapping.to_item(job).items() if v is not None}
+        if "heartbeatDue" in item:  # on the heartbeat schedule, due at once
+            item["nextHeartbeatAt"] = {"S": due_index.DUE_AT_ONCE}
         try:
             await self._client.put_item(
                 TableName=self._table,
@@ -64,6 +66,9 @@ class DynamoDbJobRepository:  # implements JobRepository
             else:
                 sets.append(f"#a{i} = :a{i}")
                 attrs[f":a{i}"] = to_attr(value)
+        if values.get("heartbeatDue"):  # on the heartbeat schedule (which only it moves)
+            sets.append("nextHeartbeatAt = if_not_exists(nextHeartbeatAt, :hb0)")
+            attrs[":hb0"] = {"S": due_index.DUE_AT_ONCE}
         expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
         try:
             await self._client.update_item(
@@ -108,40 +113,97 @@ class DynamoDbJobRepository:  # implements JobRepository
     async def claim_due_for_polling(
         self, now: datetime, owner: str, until: datetime, limit: int
     ) -> list[ExportJob]:
-        claimed: list[ExportJob] = []
-        for job in await self._due(now, limit):
-            try:
-                claimed.append(await self.save(job.claimed_for_polling(owner, until)))
-            except ConditionFailed:
-                continue  # another replica claimed it (or the index was stale)
-        return claimed
+        return await self._claim_due(
+            due_index.POLL, job_claims.claim_poll, now, owner, until, limit
+        )
 
-    async def claim_due_heartbeats(
-        self, now: datetime, next_at: datetime, limit: int
+    async def advance_dispatch(
+        self, job_id: str, owner: str, cursor: int, to: int | None, until: datetime
+    ) -> bool:
+        return await job_claims.advance(self._client, self._table, job_id, owner, cursor, to, until)
+
+    async def record_dispatch_failure(
+        self, job_id: str, owner: str, cursor: int, error: str, retry_at: datetime
+    ) -> bool:
+        return await job_claims.record_failure(
+            self._client, self._table, job_id, owner, cursor, error, retry_at
+        )
+
+    async def claim_unfinished_dispatches(
+        self, now: datetime, owner: str, until: datetime, limit: int
     ) -> list[ExportJob]:
-        found: list[ExportJob] = []
-        for status in (JobStatus.PROCESSING, JobStatus.POLLING, JobStatus.DOWNLOADING):
-            found += await self._query_status(
-                status,
-                "(attribute_exists(taskToken) OR attribute_exists(waitingTokens)) AND "
-                "(attribute_not_exists(nextHeartbeatAt) OR nextHeartbeatAt <= :now)",
-                {":now": {"S": iso_ms(now)}},
-                limit - len(found),
-            )
-            if len(found) >= limit:
-                break
+        return await self._claim_due(
+            due_index.DISPATCH, job_claims.claim_dispatch, now, owner, until, limit
+        )
+
+    async def _claim_due(
+        self, kind: str, claim: Any, now: datetime, owner: str, until: datetime, limit: int
+    ) -> list[ExportJob]:
         claimed = []
-        for job in found:
-            if await self._move_heartbeat(job, now, next_at):
-                claimed.append(job)
+        for job_id in await due_index.due(self._client, self._table, kind, now, limit):
+            item = await claim(self._client, self._table, job_id, owner, until, now)
+            if item is not None:  # else another replica claimed it (or the index lagged)
+                claimed.append(job_mapping.from_item(from_item(item)))
         return claimed
 
-    async def _move_heartbeat(self, job: ExportJob, now: datetime, next_at: datetime) -> bool:
-        """nextHeartbeatAt is owned by the heartbeat alone: save() never writes it."""
+    async def adopt_unscheduled(self, now: datetime, limit: int) -> int:
+        waiting = "(attribute_exists(taskToken) OR attribute_exists(waitingTokens))"
+        unbeaten = f"({waiting} AND attribute_not_exists(heartbeatDue))"
+        adopted = 0
+        for status in (JobStatus.PROCESSING, JobStatus.POLLING, JobStatus.DOWNLOADING):
+            unscheduled = f"{unbeaten} OR attribute_not_exists(dueKind)"
+            condition = unscheduled if status is JobStatus.POLLING else unbeaten
+            for job in await self._query_status(status, condition, {}, limit - adopted):
+                adopted += await self._adopt(job, now)
+        return adopted
+
+    async def _adopt(self, job: ExportJob, now: datetime) -> int:
+        sets, values = [], {":s": {"S": job.status.value}}
+        if due_index.heartbeat_due(job):
+            sets.append(
+                "heartbeatDue = :hb, nextHeartbeatAt = if_not_exists(nextHeartbeatAt, :hb0)"
+            )
+            values |= {":hb": {"S": due_index.HEARTBEAT_DUE}, ":hb0": {"S": due_index.DUE_AT_ONCE}}
+        if job.status is JobStatus.POLLING:
+            sets.append(
+                "dueKind = if_not_exists(dueKind, :kind), dueAt = if_not_exists(dueAt, :now)"
+            )
+            values |= {":kind": {"S": due_index.POLL}, ":now": {"S": iso_ms(now)}}
+        if not sets:
+            return 0
         try:
             await self._client.update_item(
                 TableName=self._table,
                 Key={"jobId": {"S": job.job_id}},
+                UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression="#st = :s",
+                ExpressionAttributeNames={"#st": "status"},
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as err:
+            if lost_race(err):
+                return 0  # it moved on meanwhile: its own writes schedule it
+            raise
+        return 1
+
+    async def claim_due_heartbeats(
+        self, now: datetime, next_at: datetime, limit: int
+    ) -> list[ExportJob]:
+        claimed = []
+        for job_id in await due_index.heartbeats_due(self._client, self._table, now, limit):
+            item = await self._move_heartbeat(job_id, now, next_at)
+            if item is not None:
+                claimed.append(job_mapping.from_item(from_item(item)))
+        return claimed
+
+    async def _move_heartbeat(
+        self, job_id: str, now: datetime, next_at: datetime
+    ) -> dict[str, Any] | None:
+        """nextHeartbeatAt is owned by the heartbeat alone: save() never moves it."""
+        try:
+            response = await self._client.update_item(
+                TableName=self._table,
+                Key={"jobId": {"S": job_id}},
                 UpdateExpression="SET nextHeartbeatAt = :next",
                 ConditionExpression="(attribute_not_exists(nextHeartbeatAt) OR "
                 "nextHeartbeatAt <= :now) AND #s IN (:p, :po, :d)",
@@ -153,12 +215,14 @@ class DynamoDbJobRepository:  # implements JobRepository
                     ":po": {"S": JobStatus.POLLING.value},
                     ":d": {"S": JobStatus.DOWNLOADING.value},
                 },
+                ReturnValues="ALL_NEW",
             )
         except ClientError as err:
             if lost_race(err):
-                return False  # another replica has it (or will, next round)
+                return None  # another replica has it (or will, next round)
             raise
-        return True
+        attributes: dict[str, Any] = response["Attributes"]
+        return attributes
 
     async def list_owing_callbacks(self, now: datetime, limit: int) -> list[ExportJob]:
         return await self._query(
@@ -216,13 +280,3 @@ class DynamoDbJobRepository:  # implements JobRepository
                 break
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
         return found[:limit]
-
-    async def _due(self, now: datetime, limit: int) -> list[ExportJob]:
-        return await self._query_status(
-            JobStatus.POLLING,
-            # No nextPollAt: left POLLING by the original service (drop-in swap): due now.
-            "(attribute_not_exists(nextPollAt) OR nextPollAt <= :now) AND "
-            "(attribute_not_exists(leaseExpiresAt) OR leaseExpiresAt <= :now)",
-            {":now": {"S": iso_ms(now)}},
-            limit,
-        )

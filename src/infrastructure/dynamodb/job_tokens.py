@@ -13,6 +13,7 @@ from botocore.exceptions import ClientError
 from src.application.ports.job_repository import AttachOutcome
 from src.domain.job_status import TERMINAL, CallbackStatus
 from src.domain.task_token import TaskToken
+from src.infrastructure.dynamodb.due_index import DUE_AT_ONCE, HEARTBEAT_DUE
 from src.infrastructure.dynamodb.errors import is_condition_failure, lost_race
 from src.infrastructure.dynamodb.job_mapping import (
     ANSWERED_TOKENS,
@@ -31,7 +32,8 @@ async def attach(
         await client.update_item(
             TableName=table,
             Key={"jobId": {"S": job_id}},
-            UpdateExpression="ADD #w :token, version :one SET callbackStatus = :pending",
+            UpdateExpression="ADD #w :token, version :one SET callbackStatus = :pending, "
+            "heartbeatDue = :hb, nextHeartbeatAt = if_not_exists(nextHeartbeatAt, :hb0)",
             ConditionExpression="attribute_exists(jobId) AND NOT #s IN ("
             + ", ".join(terminal)
             + ") AND (attribute_not_exists(#w) OR size(#w) < :max)",
@@ -40,6 +42,8 @@ async def attach(
                 ":token": {"SS": [token.reveal()]},
                 ":one": {"N": "1"},
                 ":pending": {"S": CallbackStatus.PENDING.value},
+                ":hb": {"S": HEARTBEAT_DUE},
+                ":hb0": {"S": DUE_AT_ONCE},
                 ":max": {"N": str(max_waiting)},
                 **terminal,
             },

@@ -32,24 +32,27 @@ class DynamoDbTaskRepository:  # implements TaskRepository
         self._tasks = tasks_table
         self._jobs = jobs_table
 
-    async def add_all(self, tasks: Sequence[DownloadTask]) -> int:
+    async def add_all(self, tasks: Sequence[DownloadTask]) -> list[DownloadTask]:
         gate = asyncio.Semaphore(_PUT_CONCURRENCY)
 
-        async def put(task: DownloadTask) -> bool:
+        async def put(task: DownloadTask) -> DownloadTask:
             async with gate:
                 try:
                     await self._client.put_item(
                         TableName=self._tasks,
                         Item=self._attrs(task),
                         ConditionExpression="attribute_not_exists(taskId)",
+                        # the existing record, without another read
+                        ReturnValuesOnConditionCheckFailure="ALL_OLD",
                     )
                 except ClientError as err:
-                    if is_condition_failure(err):
-                        return False
-                    raise
-                return True
+                    if not is_condition_failure(err):
+                        raise
+                    old: dict[str, Any] | None = err.response.get("Item")  # type: ignore[assignment]
+                    return task_mapping.from_item(from_item(old)) if old else task
+                return task
 
-        return sum(await asyncio.gather(*(put(t) for t in tasks)))
+        return list(await asyncio.gather(*(put(t) for t in tasks)))
 
     async def get(self, job_id: str, task_id: str) -> DownloadTask | None:
         response = await self._client.get_item(

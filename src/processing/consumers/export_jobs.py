@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
 from pydantic import ValidationError
 
@@ -17,8 +19,9 @@ class ExportJobHandler:
     """Invalid messages never create a job: they are logged with the reason and sent to
     the DLQ. A duplicate of a known job is acknowledged and changes nothing."""
 
-    def __init__(self, start_job: StartExportJob) -> None:
+    def __init__(self, start_job: StartExportJob, started: asyncio.Event | None = None) -> None:
         self._start_job = start_job
+        self._started = started  # wakes this replica's poller: a new job is due now
 
     async def __call__(self, message: QueueMessage) -> Outcome:
         try:
@@ -29,4 +32,6 @@ class ExportJobHandler:
             return Outcome(Ack.REJECT, reason)
         with structlog.contextvars.bound_contextvars(job_id=dto.job_id, export_id=dto.export_id):
             await self._start_job.execute(dto.to_command())
+            if self._started is not None:
+                self._started.set()
             return Outcome(Ack.DELETE)

@@ -1,0 +1,143 @@
+"""Claims on a job found through the due-index, and the dispatch cursor its dispatcher moves.
+
+Targeted updates, not save(): the index holds keys only, and files are counted on the
+same item meanwhile (each count moves `version`), so a whole-item save would keep losing
+to them. Each write moves `version` too, so a stale snapshot saved elsewhere cannot undo
+a claim or move the cursor back. `dueAt` moves with the lease: a held job is not due."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from src.domain.job_status import JobStatus
+from src.domain.time import iso_ms
+from src.infrastructure.dynamodb.errors import lost_race
+
+_HELD = "#s = :downloading AND leaseOwner = :owner AND dispatchCursor = :cursor"
+
+
+async def advance(
+    client: Any, table: str, job_id: str, owner: str, cursor: int, to: int | None, until: datetime
+) -> bool:
+    values: dict[str, Any] = {
+        ":downloading": {"S": JobStatus.DOWNLOADING.value},
+        ":owner": {"S": owner},
+        ":cursor": {"N": str(cursor)},
+        ":one": {"N": "1"},
+    }
+    if to is None:  # every file dispatched: nothing left to lease
+        expression = (
+            "REMOVE dispatchCursor, dispatchAttempts, dispatchLastError, leaseOwner, "
+            "leaseExpiresAt, dueKind, dueAt ADD version :one"
+        )
+    elif to == cursor:  # a renewal
+        expression = "SET leaseExpiresAt = :until, dueAt = :until ADD version :one"
+        values[":until"] = {"S": iso_ms(until)}
+    else:
+        expression = (
+            "SET dispatchCursor = :to, dispatchAttempts = :zero, leaseExpiresAt = :until, "
+            "dueAt = :until REMOVE dispatchLastError ADD version :one"
+        )
+        values |= {":to": {"N": str(to)}, ":zero": {"N": "0"}, ":until": {"S": iso_ms(until)}}
+    return await _conditional(
+        client,
+        TableName=table,
+        Key={"jobId": {"S": job_id}},
+        UpdateExpression=expression,
+        ConditionExpression=_HELD,
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues=values,
+    )
+
+
+async def record_failure(
+    client: Any, table: str, job_id: str, owner: str, cursor: int, error: str, retry_at: datetime
+) -> bool:
+    return await _conditional(
+        client,
+        TableName=table,
+        Key={"jobId": {"S": job_id}},
+        UpdateExpression="SET dispatchLastError = :error, leaseExpiresAt = :retry, "
+        "dueAt = :retry ADD version :one",
+        ConditionExpression=_HELD,
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues={
+            ":downloading": {"S": JobStatus.DOWNLOADING.value},
+            ":owner": {"S": owner},
+            ":cursor": {"N": str(cursor)},
+            ":error": {"S": error},
+            ":retry": {"S": iso_ms(retry_at)},
+            ":one": {"N": "1"},
+        },
+    )
+
+
+_FREE = "(attribute_not_exists(leaseExpiresAt) OR leaseExpiresAt <= :now)"
+
+
+async def claim_dispatch(
+    client: Any, table: str, job_id: str, owner: str, until: datetime, now: datetime
+) -> dict[str, Any] | None:
+    """The job item as claimed (the claim counted), or None when another replica has it."""
+    return await _claim(
+        client, table, job_id, owner, until, now,
+        counter="dispatchAttempts",
+        condition=f"#s = :status AND attribute_exists(dispatchCursor) AND {_FREE}",
+        status=JobStatus.DOWNLOADING,
+    )  # fmt: skip
+
+
+async def claim_poll(
+    client: Any, table: str, job_id: str, owner: str, until: datetime, now: datetime
+) -> dict[str, Any] | None:
+    """A POLLING job whose next poll is due, leased with the attempt counted."""
+    return await _claim(
+        client, table, job_id, owner, until, now,
+        counter="pollAttempts",
+        # No nextPollAt: left POLLING by the original service (drop-in swap): due now.
+        condition=f"#s = :status AND {_FREE} AND "
+        "(attribute_not_exists(nextPollAt) OR nextPollAt <= :now)",
+        status=JobStatus.POLLING,
+    )  # fmt: skip
+
+
+async def _claim(
+    client: Any, table: str, job_id: str, owner: str, until: datetime, now: datetime,
+    *, counter: str, condition: str, status: JobStatus,
+) -> dict[str, Any] | None:  # fmt: skip
+    try:
+        response = await client.update_item(
+            TableName=table,
+            Key={"jobId": {"S": job_id}},
+            UpdateExpression="SET leaseOwner = :owner, leaseExpiresAt = :until, dueAt = :until "
+            "ADD #c :one, version :one",
+            ConditionExpression=condition,
+            ExpressionAttributeNames={"#s": "status", "#c": counter},
+            ExpressionAttributeValues={
+                ":status": {"S": status.value},
+                ":owner": {"S": owner},
+                ":until": {"S": iso_ms(until)},
+                ":now": {"S": iso_ms(now)},
+                ":one": {"N": "1"},
+            },
+            ReturnValues="ALL_NEW",
+        )
+    except ClientError as err:
+        if lost_race(err):
+            return None
+        raise
+    attributes: dict[str, Any] = response["Attributes"]
+    return attributes
+
+
+async def _conditional(client: Any, **request: Any) -> bool:
+    try:
+        await client.update_item(**request)
+    except ClientError as err:
+        if lost_race(err):
+            return False
+        raise
+    return True
