@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from dependency_injector import containers, providers
 
+from src.application.services.recent_jobs import RecentJobs
 from src.application.services.workflow_answers import WorkflowAnswers
 from src.application.use_cases.cancel_job import CancelJob
 from src.application.use_cases.complete_job import CompleteJob
@@ -119,7 +120,10 @@ class Container(containers.DeclarativeContainer):
     clock = providers.Singleton(SystemClock)
     events = providers.Singleton(LoggingEventPublisher)
     jobs = providers.Singleton(
-        DynamoDbJobRepository, client=dynamodb, table_name=settings.provided.dynamodb_table_name
+        DynamoDbJobRepository,
+        client=dynamodb,
+        table_name=settings.provided.dynamodb_table_name,
+        tasks_table=settings.provided.dynamodb_tasks_table_name,
     )
     tasks = providers.Singleton(
         DynamoDbTaskRepository,
@@ -210,9 +214,11 @@ class Container(containers.DeclarativeContainer):
         policy=poll_policy,
         lease=providers.Callable(_poll_lease, settings),
     )
+    # one per replica: its workers share what they read of each job
+    recent_jobs = providers.Singleton(RecentJobs, jobs=jobs, clock=clock)
     process_file = providers.Factory(
         ProcessFile,
-        jobs=jobs,
+        recent=recent_jobs,
         tasks=tasks,
         transfer=file_transfer,
         complete_job=complete_job,

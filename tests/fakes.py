@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from src.application.ports.export_api import ExportStatus
 from src.application.ports.file_transfer import OnCheckpoint, TransferFailed, TransferResult
 from src.application.ports.job_repository import AttachOutcome, ConditionFailed
+from src.application.ports.task_repository import RecordOutcome
 from src.application.ports.work_queue import TaskRef
 from src.application.ports.workflow_callbacks import CallbackError
 from src.domain.download_task import DownloadTask, TaskStatus
@@ -230,13 +231,16 @@ class InMemoryJobs:  # implements JobRepository
 
 
 class InMemoryTasks:  # implements TaskRepository
-    """Like DynamoDbTaskRepository: records added once, claims leased, and a result
-    written together with the job's counter (and version) only by the RUNNING task's
-    lease holder while the job is DOWNLOADING."""
+    """Like DynamoDbTaskRepository: no record until a worker takes a task or records it,
+    claims leased, and a result written together with the job's counters, which live
+    apart from the job item (`progress`: pending, completed, failed) and show on the job
+    while it is DOWNLOADING. A job without counters (dispatched by an earlier version)
+    is counted on the job item itself, only while DOWNLOADING."""
 
     def __init__(self, jobs: InMemoryJobs) -> None:
         self.jobs = jobs
         self.items: dict[tuple[str, str], DownloadTask] = {}
+        self.progress: dict[str, tuple[int, int, int]] = {}
 
     async def add_all(self, tasks: Sequence[DownloadTask]) -> list[DownloadTask]:
         await asyncio.sleep(0)
@@ -252,12 +256,24 @@ class InMemoryTasks:  # implements TaskRepository
         await asyncio.sleep(0)
         return sorted((t for t in self.items.values() if t.job_id == job_id), key=_by_index)
 
+    async def start_counting(self, job_id: str, total: int, now: datetime) -> None:
+        await asyncio.sleep(0)
+        self.progress.setdefault(job_id, (total, 0, 0))
+
+    async def finished_indexes(self, job_id: str, first: int, end: int) -> set[int]:
+        await asyncio.sleep(0)
+        return {
+            t.index
+            for t in self.items.values()
+            if t.job_id == job_id and first <= t.index < end and t.status.is_terminal
+        }
+
     async def claim(
         self, task: DownloadTask, owner: str, until: datetime, now: datetime
     ) -> DownloadTask | None:
         await asyncio.sleep(0)
-        stored = self.items[(task.job_id, task.task_id)]
-        if stored.status.is_terminal or stored.is_leased(now):
+        stored = self.items.get((task.job_id, task.task_id), task)
+        if stored.status.is_terminal or (stored.is_leased(now) and stored.lease_owner != owner):
             return None
         claimed = stored.start(owner, until)
         self.items[(task.job_id, task.task_id)] = claimed
@@ -274,22 +290,39 @@ class InMemoryTasks:  # implements TaskRepository
         self.items[(task.job_id, task.task_id)] = renewed.checkpointed(upload or stored.upload)
         return True
 
-    async def record_result(self, task: DownloadTask, owner: str, *, leased: bool = True) -> bool:
+    async def record_result(
+        self, task: DownloadTask, owner: str, *, leased: bool = True
+    ) -> RecordOutcome:
         await asyncio.sleep(0)
-        stored = self.items[(task.job_id, task.task_id)]
-        job = self.jobs.items[task.job_id]
+        key = (task.job_id, task.task_id)
+        stored = self.items.get(key)
         if not leased:
-            if stored.status.is_terminal:
-                return False
-        elif stored.status is not TaskStatus.RUNNING or stored.lease_owner != owner:
-            return False
-        if job.status is not JobStatus.DOWNLOADING:
-            return False
+            if stored is not None and stored.status.is_terminal:
+                return RecordOutcome.DUPLICATE
+        elif (
+            stored is None or stored.status is not TaskStatus.RUNNING or stored.lease_owner != owner
+        ):
+            return RecordOutcome.DUPLICATE
+        succeeded = task.status is TaskStatus.COMPLETED
+        job = self.jobs.items[task.job_id]
         at = task.finished_at or job.updated_at
-        counted = job.record_file(succeeded=task.status is TaskStatus.COMPLETED, now=at)
-        self.items[(task.job_id, task.task_id)] = task
-        self.jobs.items[job.job_id] = replace(counted, version=job.version + 1)
-        return True
+        if task.job_id not in self.progress:  # an earlier version's job: on the job item
+            if job.status is not JobStatus.DOWNLOADING:
+                self.items[key] = task
+                return RecordOutcome.DUPLICATE
+            counted = job.record_file(succeeded=succeeded, now=at)
+            self.items[key] = task
+            self.jobs.items[job.job_id] = replace(counted, version=job.version + 1)
+            return RecordOutcome.COUNTED_MAYBE_LAST
+        pending, completed, failed = self.progress[task.job_id]
+        self.items[key] = task
+        if pending == 0:
+            return RecordOutcome.DUPLICATE
+        completed, failed = completed + succeeded, failed + (not succeeded)
+        self.progress[task.job_id] = (pending - 1, completed, failed)
+        if job.status is JobStatus.DOWNLOADING:  # what the job repository shows
+            self.jobs.items[job.job_id] = job.with_progress(completed, failed, at)
+        return RecordOutcome.COUNTED_LAST if pending == 1 else RecordOutcome.COUNTED
 
     async def release(self, task: DownloadTask, owner: str) -> None:
         await asyncio.sleep(0)

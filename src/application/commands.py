@@ -49,9 +49,12 @@ class ProcessFileCommand:
     job_id: str
     task_id: str
     owner: str
-    # The task as dispatched, carried by a work item on its first delivery: no read is
-    # needed to rediscover it. None (a redelivery, or an older work item): read it.
+    # The task as dispatched, carried by the work item: on its first delivery no read is
+    # needed to rediscover it. None (an older work item): read the record.
     dispatched: DownloadTask | None = None
+    # Seen before: a worker may have stored a lease or a checkpoint, so the record (if
+    # any) is read first.
+    redelivered: bool = False
 
 
 @dataclass(frozen=True, slots=True)

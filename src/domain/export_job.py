@@ -200,6 +200,13 @@ class ExportJob:
     def is_dispatching(self) -> bool:
         return self.dispatch is not None
 
+    def with_progress(self, completed: int, failed: int, at: datetime | None) -> ExportJob:
+        """The file counters as counted apart from the job (and when they last moved)."""
+        if completed + failed > self.total_tasks or min(completed, failed) < 0:
+            raise InvalidCounters(f"job {self.job_id}: {completed}+{failed} of {self.total_tasks}")
+        updated = max(self.updated_at, at) if at else self.updated_at
+        return replace(self, completed_tasks=completed, failed_tasks=failed, updated_at=updated)
+
     def record_file(self, *, succeeded: bool, now: datetime) -> ExportJob:
         if self.pending_tasks <= 0:
             raise InvalidCounters(f"job {self.job_id} has no file left to count")

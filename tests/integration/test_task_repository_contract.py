@@ -1,8 +1,10 @@
 """Recording a file's result, leased or not: one contract for the in-memory fake and the
-DynamoDB adapter. Each result counts once, whoever records it."""
+DynamoDB adapter. Each result counts once, whoever records it; exactly one recorder is
+told it counted the job's last file; counting never writes the job item."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -10,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from src.domain.download_task import DownloadTask, TaskStatus
+from src.application.ports.task_repository import RecordOutcome
+from src.domain.download_task import DownloadTask, TaskStatus, task_id_for
 from src.domain.export_job import ExportJob
 from src.infrastructure.dynamodb.job_repository import DynamoDbJobRepository
 from src.infrastructure.dynamodb.task_repository import DynamoDbTaskRepository
@@ -35,7 +38,7 @@ async def repos(
         return
     async with service_client(embedded_stack, "dynamodb") as client:
         yield (
-            DynamoDbJobRepository(client, resources.table_name),
+            DynamoDbJobRepository(client, resources.table_name, resources.tasks_table_name),
             DynamoDbTaskRepository(client, resources.tasks_table_name, resources.table_name),
         )
 
@@ -43,7 +46,7 @@ async def repos(
 def a_task(job_id: str, index: int) -> DownloadTask:
     return DownloadTask(
         job_id=job_id,
-        task_id=f"{index:05d}",
+        task_id=task_id_for(index),
         index=index,
         url=f"https://files.example/{index}",
         file_name=f"f{index}.bin",
@@ -53,27 +56,41 @@ def a_task(job_id: str, index: int) -> DownloadTask:
     )
 
 
-async def downloading(jobs: Any, tasks: Any, files: int) -> tuple[ExportJob, list[DownloadTask]]:
-    job = ExportJob.create(job_id=str(uuid.uuid4()), export_id="e", user_id="u", now=T0)
+async def downloading(
+    jobs: Any, tasks: Any, files: int, *, counted: bool = True, metadata: Any = None
+) -> tuple[ExportJob, list[DownloadTask]]:
+    """A DOWNLOADING job of `files` files, none recorded yet. `counted` False: dispatched
+    by an earlier version (no counters of its own: files count on the job item)."""
+    job = ExportJob.create(
+        job_id=str(uuid.uuid4()), export_id="e", user_id="u", metadata=metadata or {}, now=T0
+    )
     assert await jobs.create(job)
     job = await jobs.save(job.start_polling(T0))
-    records = [a_task(job.job_id, i) for i in range(files)]
-    await tasks.add_all(records)
     job = await jobs.save(job.start_downloading(files, T0))
-    return job, records
+    if counted:
+        await tasks.start_counting(job.job_id, files, T0)
+    return job, [a_task(job.job_id, i) for i in range(files)]
 
 
 def done(task: DownloadTask) -> DownloadTask:
     return task.start_unleased().succeed(size=10, sha256="a" * 64, now=T0)
 
 
+def failed(task: DownloadTask) -> DownloadTask:
+    return task.start_unleased().fail("HTTP 404", now=T0)
+
+
+async def counters(jobs: Any, job_id: str) -> tuple[int, int]:
+    stored = await jobs.get(job_id)
+    return stored.completed_tasks, stored.failed_tasks
+
+
 async def test_an_unleased_result_counts_once(repos: tuple[Any, Any]):
     jobs, tasks = repos
     job, [record, _other] = await downloading(jobs, tasks, 2)
-    assert await tasks.record_result(done(record), "w1", leased=False) is True
-    assert await tasks.record_result(done(record), "w2", leased=False) is False
-    stored = await jobs.get(job.job_id)
-    assert (stored.completed_tasks, stored.failed_tasks) == (1, 0)
+    assert await tasks.record_result(done(record), "w1", leased=False) is RecordOutcome.COUNTED
+    assert await tasks.record_result(done(record), "w2", leased=False) is RecordOutcome.DUPLICATE
+    assert await counters(jobs, job.job_id) == (1, 0)
     assert (await tasks.get(job.job_id, record.task_id)).status is TaskStatus.COMPLETED
 
 
@@ -81,34 +98,108 @@ async def test_an_unleased_result_is_recorded_over_a_lease_and_the_holder_then_c
     repos: tuple[Any, Any],
 ):
     jobs, tasks = repos
-    job, [record] = await downloading(jobs, tasks, 1)
+    job, [record, _other] = await downloading(jobs, tasks, 2)
     claimed = await tasks.claim(record, "holder", T0 + timedelta(minutes=1), T0)
     assert claimed is not None
-    assert await tasks.record_result(done(record), "other", leased=False) is True
+    assert await tasks.record_result(done(record), "other", leased=False) is RecordOutcome.COUNTED
     finished = claimed.succeed(size=10, sha256="b" * 64, now=T0)
-    assert await tasks.record_result(finished, "holder") is False
-    stored = await jobs.get(job.job_id)
-    assert (stored.completed_tasks, stored.failed_tasks) == (1, 0)
+    assert await tasks.record_result(finished, "holder") is RecordOutcome.DUPLICATE
+    assert await counters(jobs, job.job_id) == (1, 0)
 
 
-async def test_adding_records_again_returns_the_stored_ones_and_changes_none(
+async def test_the_recorder_of_the_last_file_is_told_so_and_no_one_else(repos: tuple[Any, Any]):
+    jobs, tasks = repos
+    job, records = await downloading(jobs, tasks, 3)
+    outcomes = [
+        await tasks.record_result(done(records[0]), "w", leased=False),
+        await tasks.record_result(failed(records[2]), "w", leased=False),
+        await tasks.record_result(done(records[1]), "w", leased=False),
+        await tasks.record_result(done(records[1]), "again", leased=False),
+    ]
+    assert outcomes == [
+        RecordOutcome.COUNTED,
+        RecordOutcome.COUNTED,
+        RecordOutcome.COUNTED_LAST,
+        RecordOutcome.DUPLICATE,
+    ]
+    assert await counters(jobs, job.job_id) == (2, 1)
+
+
+async def test_files_recorded_at_once_count_once_each_with_one_last(repos: tuple[Any, Any]):
+    jobs, tasks = repos
+    job, records = await downloading(jobs, tasks, 12)
+    twice = [done(r) for r in records] + [done(r) for r in records[:6]]  # redeliveries too
+    outcomes = await asyncio.gather(
+        *(tasks.record_result(t, f"w{n}", leased=False) for n, t in enumerate(twice))
+    )
+    assert outcomes.count(RecordOutcome.COUNTED_LAST) == 1
+    assert outcomes.count(RecordOutcome.COUNTED) == 11
+    assert outcomes.count(RecordOutcome.DUPLICATE) == 6
+    assert await counters(jobs, job.job_id) == (12, 0)
+
+
+async def test_counting_a_file_never_writes_the_job_item(repos: tuple[Any, Any]):
+    jobs, tasks = repos
+    big = {"notes": "x" * 100_000}  # what a file's write costs must not depend on this
+    job, records = await downloading(jobs, tasks, 2, metadata=big)
+    before = await jobs.get(job.job_id)
+    await tasks.record_result(done(records[0]), "w", leased=False)
+    after = await jobs.get(job.job_id)
+    assert after.version == before.version
+    assert (after.completed_tasks, after.metadata) == (1, big)
+
+
+async def test_a_job_dispatched_by_an_earlier_version_counts_on_the_job_item(
     repos: tuple[Any, Any],
 ):
     jobs, tasks = repos
-    job, records = await downloading(jobs, tasks, 3)
-    await tasks.record_result(done(records[1]), "w", leased=False)
-    again = await tasks.add_all([a_task(job.job_id, i) for i in range(4)])
-    assert [(t.index, t.status) for t in again] == [
-        (0, TaskStatus.PENDING),
-        (1, TaskStatus.COMPLETED),  # as stored, not as asked
-        (2, TaskStatus.PENDING),
-        (3, TaskStatus.PENDING),  # new
-    ]
-    assert again[1].sha256 == "a" * 64
-    stored = await tasks.list_for_job(job.job_id)
-    assert [t.status for t in stored] == [
-        TaskStatus.PENDING,
-        TaskStatus.COMPLETED,
-        TaskStatus.PENDING,
-        TaskStatus.PENDING,
-    ]
+    job, records = await downloading(jobs, tasks, 2, counted=False)
+    first = await tasks.record_result(done(records[0]), "w", leased=False)
+    assert first is RecordOutcome.COUNTED_MAYBE_LAST  # CompleteJob's read tells
+    again = await tasks.record_result(done(records[0]), "w", leased=False)
+    assert again is RecordOutcome.DUPLICATE
+    assert await counters(jobs, job.job_id) == (1, 0)
+
+
+async def test_opening_the_counters_again_keeps_what_was_counted(repos: tuple[Any, Any]):
+    jobs, tasks = repos
+    job, records = await downloading(jobs, tasks, 2)
+    await tasks.record_result(done(records[0]), "w", leased=False)
+    await tasks.start_counting(job.job_id, 2, T0)
+    assert await counters(jobs, job.job_id) == (1, 0)
+    last = await tasks.record_result(done(records[1]), "w", leased=False)
+    assert last is RecordOutcome.COUNTED_LAST
+
+
+async def test_a_claim_writes_the_record_a_task_does_not_have_yet(repos: tuple[Any, Any]):
+    jobs, tasks = repos
+    job, [record] = await downloading(jobs, tasks, 1)
+    assert await tasks.get(job.job_id, record.task_id) is None  # none until taken
+    until = T0 + timedelta(minutes=1)
+    claimed = await tasks.claim(record, "w1", until, T0)
+    assert claimed is not None
+    assert (claimed.status, claimed.lease_owner, claimed.attempts) == (TaskStatus.RUNNING, "w1", 1)
+    assert (claimed.url, claimed.output_key, claimed.expected_size) == (
+        record.url,
+        record.output_key,
+        10,
+    )
+    assert await tasks.claim(record, "w2", until, T0) is None  # held
+    assert await tasks.list_for_job(job.job_id) == [claimed]  # the counters are not a task
+
+
+async def test_finished_indexes_span_task_ids_of_different_widths(repos: tuple[Any, Any]):
+    jobs, tasks = repos
+    job, _ = await downloading(jobs, tasks, 100_002)
+    for index in (7, 99_998, 99_999, 100_000, 100_001):
+        await tasks.record_result(done(a_task(job.job_id, index)), "w", leased=False)
+    running = a_task(job.job_id, 8)
+    await tasks.claim(running, "w", T0 + timedelta(minutes=1), T0)
+    assert await tasks.finished_indexes(job.job_id, 0, 100) == {7}
+    assert await tasks.finished_indexes(job.job_id, 99_990, 100_002) == {
+        99_998,
+        99_999,
+        100_000,
+        100_001,
+    }
+    assert await tasks.finished_indexes(job.job_id, 99_999, 100_001) == {99_999, 100_000}

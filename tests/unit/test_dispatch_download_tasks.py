@@ -1,6 +1,6 @@
 """DispatchDownloadTasks as a resumable step: chunks, a cursor on the job, any replica
-carries on where a dead or failed dispatcher stopped, and nothing behind the cursor is
-written twice."""
+carries on where a dead or failed dispatcher stopped, nothing behind the cursor is sent
+twice, and no per-file record is written until a worker takes the file."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 
 from src.application.commands import ProcessFileCommand, ResumeDispatchCommand
 from src.application.ports.export_api import ExportFile, ExportState, ExportStatus
+from src.application.services.recent_jobs import RecentJobs
 from src.application.use_cases.complete_job import CompleteJob
 from src.application.use_cases.dispatch_download_tasks import (
     DispatchDownloadTasks,
@@ -53,7 +54,6 @@ class World:
         self.queue = RecordingQueue()
         self.callbacks = FakeCallbacks()
         self.api = FakeExportApi({EXPORT_ID: listing or (ready(FILES),)})
-        self.written: Counter[int] = Counter()  # record writes asked for, by index
         events = RecordingEvents()
         self.complete = CompleteJob(self.jobs, self.callbacks, events, self.clock)
         self.dispatch = DispatchDownloadTasks(
@@ -61,15 +61,9 @@ class World:
             POLICY,
         )  # fmt: skip
         self.worker = ProcessFile(
-            self.jobs, self.tasks, FakeTransfer(), self.complete, events, self.clock, LEASE
-        )
-        add_all = self.tasks.add_all
-
-        async def counting(tasks: Any) -> Any:
-            self.written.update(t.index for t in tasks)
-            return await add_all(tasks)
-
-        self.tasks.add_all = counting  # type: ignore[method-assign]
+            RecentJobs(self.jobs, self.clock), self.tasks, FakeTransfer(), self.complete,
+            events, self.clock, LEASE,
+        )  # fmt: skip
 
     async def claimed_by_poller(self, owner: str = "a") -> ExportJob:
         job = a_job(token=RAW_TOKEN).start_polling(self.clock.now(), PollPolicy())
@@ -107,7 +101,7 @@ def kill_after(world: World, point: str, chunk: int) -> None:
     """Make the dispatcher die right after `point` of chunk number `chunk`."""
     calls = {"n": 0}
     target: Any = {
-        "records": (world.tasks, "add_all"),
+        "counters": (world.tasks, "start_counting"),
         "work items": (world.queue, "publish"),
         "cursor": (world.jobs, "advance_dispatch"),
     }[point]
@@ -133,14 +127,16 @@ async def test_a_ready_export_is_dispatched_in_chunks_under_the_dispatchers_leas
     assert job.status is JobStatus.DOWNLOADING
     assert (world.job.total_tasks, world.job.dispatch, world.job.lease_owner) == (5, None, None)
     assert world.published() == Counter(range(5))
-    assert world.written == Counter(range(5))
+    assert world.tasks.items == {}  # no record per file until a worker takes it
     await world.deliver_all()
     assert (world.job.status, world.job.completed_tasks) == (JobStatus.COMPLETED, 5)
     assert len(world.callbacks.successes) == 1
 
 
-@pytest.mark.parametrize("chunk", [0, 1, 2])
-@pytest.mark.parametrize("point", ["records", "work items", "cursor"])
+@pytest.mark.parametrize(
+    ("point", "chunk"),
+    [("counters", 0)] + [(p, c) for p in ("work items", "cursor") for c in range(3)],
+)
 async def test_a_dispatch_killed_at_any_chunk_is_finished_by_another_replica(point, chunk):
     world = World()
     kill_after(world, point, chunk)
@@ -163,15 +159,12 @@ async def test_a_dispatch_killed_at_any_chunk_is_finished_by_another_replica(poi
         assert await world.dispatch.resume(ResumeDispatchCommand("b")) == 1
     assert (world.job.dispatch, world.job.lease_owner) == (None, None)
 
-    redone = range(start, end) if point in ("records", "work items") else range(0)
-    # Chunks behind the cursor are never written again; the one it died in is redone.
-    assert world.written == Counter(range(5)) + Counter(redone)
     # Work items: once each, except those the dead one had sent just before dying.
     resent = range(start, end) if point == "work items" else range(0)
     assert world.published() == Counter(range(5)) + Counter(resent)
-    assert sorted(k[1] for k in world.tasks.items) == [f"{i:05d}" for i in range(5)]
 
     await world.deliver_all()
+    assert sorted(k[1] for k in world.tasks.items) == [f"{i:05d}" for i in range(5)]
     assert (world.job.status, world.job.completed_tasks, world.job.failed_tasks) == (
         JobStatus.COMPLETED,
         5,
@@ -180,12 +173,12 @@ async def test_a_dispatch_killed_at_any_chunk_is_finished_by_another_replica(poi
     assert len(world.callbacks.successes) == 1
 
 
-async def test_work_items_of_files_already_started_are_not_sent_again():
+async def test_work_items_of_files_already_recorded_are_not_sent_again():
     world = World()
     kill_after(world, "work items", 1)
     with pytest.raises(Died):
         await world.dispatch.execute(await world.claimed_by_poller("a"), FILES)
-    await world.deliver_all()  # workers take every file sent so far, chunk 1's included
+    await world.deliver_all()  # workers record every file sent so far, chunk 1's included
     world.after_lease()
     await world.dispatch.resume(ResumeDispatchCommand("b"))
     assert world.published() == Counter(range(5))  # nothing of chunk 1 went out twice
@@ -216,7 +209,8 @@ async def test_a_dispatcher_whose_lease_was_taken_over_stops_without_writing_on(
     assert taken.dispatch is not None and taken.dispatch.attempts == 1
     await world.dispatch._continue(stale, FILES)  # "a" carries on from its snapshot
     assert world.job.lease_owner == "b"
-    assert world.written == Counter(range(0, 4))  # its one chunk, then the refused cursor
+    # its one chunk, then the refused cursor
+    assert world.published() == Counter(range(0, 4))
     assert world.job.dispatch is not None and world.job.dispatch.cursor == 2
 
 

@@ -25,6 +25,7 @@ from src.application.ports.export_api import (
     ExportStatus,
 )
 from src.application.ports.work_queue import PublishFailed
+from src.application.services.recent_jobs import RecentJobs
 from src.application.services.workflow_answers import WorkflowAnswers
 from src.application.use_cases.complete_job import CompleteJob
 from src.application.use_cases.dispatch_download_tasks import DispatchDownloadTasks, DispatchPolicy
@@ -102,8 +103,9 @@ class Pipeline:
             self.jobs, self.api, dispatch, complete, self.clock, POLICY, LEASE
         )
         self.worker = ProcessFile(
-            self.jobs, self.tasks, self.transfer, complete, self.events, self.clock, LEASE
-        )
+            RecentJobs(self.jobs, self.clock), self.tasks, self.transfer, complete, self.events,
+            self.clock, LEASE,
+        )  # fmt: skip
         self.poll_times: list[datetime] = []
 
     async def resume_dispatch(self, owner: str = "resumer") -> None:
@@ -138,10 +140,15 @@ class Pipeline:
             await self.poller.execute(PollDueJobsCommand(owner="poller-1"))
             assert len(self.poll_times) <= 50, "polling never ended"
         await self.resume_dispatch()
+        sent = len(self.queue.refs)
         refs = self.queue.refs * deliveries
         await asyncio.gather(
             *(
-                self.worker.execute(ProcessFileCommand(ref.job_id, ref.task_id, f"worker-{n}"))
+                self.worker.execute(
+                    ProcessFileCommand(
+                        ref.job_id, ref.task_id, f"worker-{n}", ref.dispatched, n >= sent
+                    )
+                )
                 for n, ref in enumerate(refs)
             )
         )

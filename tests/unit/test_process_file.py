@@ -18,6 +18,7 @@ from src.application.ports.export_api import (
 from src.application.ports.file_transfer import TransferResult
 from src.application.ports.leases import LeaseLost
 from src.application.services.lease_keeper import LeaseKeeper
+from src.application.services.recent_jobs import RecentJobs
 from src.application.use_cases.complete_job import CompleteJob
 from src.application.use_cases.process_file import FileOutcome, ProcessFile
 from src.domain.download_task import DownloadTask, TaskStatus
@@ -73,7 +74,7 @@ class World:
         self.api = FakeExportApi({EXPORT_ID: api_script or [FRESH]})  # type: ignore[dict-item]
         complete = CompleteJob(self.jobs, FakeCallbacks(), RecordingEvents(), self.clock)
         self.use_case = ProcessFile(
-            self.jobs,
+            RecentJobs(self.jobs, self.clock),
             self.tasks,
             self.transfer,
             complete,

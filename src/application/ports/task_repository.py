@@ -4,16 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from enum import Enum
 from typing import Protocol
 
 from src.domain.download_task import DownloadTask
 from src.domain.upload_checkpoint import UploadCheckpoint
 
 
+class RecordOutcome(Enum):
+    DUPLICATE = "duplicate"  # nothing counted: recorded already, or taken over
+    COUNTED = "counted"  # counted; other files are still pending
+    COUNTED_LAST = "counted_last"  # counted, and it was the job's last pending file
+    # counted on a job dispatched by an earlier version: whether it was the last file,
+    # the job's own read tells (CompleteJob)
+    COUNTED_MAYBE_LAST = "counted_maybe_last"
+
+
 class TaskRepository(Protocol):
-    """Per-file records, kept apart from the job item. A task's result is recorded once:
-    conditional on the task still being RUNNING under the recorder's lease, in the same
-    transaction as the job's counter."""
+    """Per-file records, kept apart from the job item, and the job's file counters on
+    a small item of their own. A task has no record until a worker takes it (the work
+    item carries it) or its result is written. A result is recorded once: conditional on
+    the task not being finished (and, when leased, on the recorder's lease), in the same
+    transaction as the counters, which also tell whether it was the job's last file."""
 
     async def add_all(self, tasks: Sequence[DownloadTask]) -> list[DownloadTask]:
         """Store the tasks not stored yet (existing ones are left as they are). Returns
@@ -25,11 +37,21 @@ class TaskRepository(Protocol):
 
     async def list_for_job(self, job_id: str) -> list[DownloadTask]: ...
 
+    async def start_counting(self, job_id: str, total: int, now: datetime) -> None:
+        """Open the job's counters with `total` files pending. Safe to call again: counters
+        already open are left as they are."""
+        ...
+
+    async def finished_indexes(self, job_id: str, first: int, end: int) -> set[int]:
+        """Indexes in [first, end) whose result is recorded (COMPLETED or FAILED)."""
+        ...
+
     async def claim(
         self, task: DownloadTask, owner: str, until: datetime, now: datetime
     ) -> DownloadTask | None:
-        """PENDING, or RUNNING with an expired lease, becomes RUNNING under `owner` until
-        `until` (attempts + 1). None when another owner holds it or it is finished."""
+        """Not stored yet, PENDING, or RUNNING with an expired lease: becomes RUNNING
+        under `owner` until `until` (attempts + 1), stored as `task` describes it where no
+        record exists. None when another owner holds it or it is finished."""
         ...
 
     async def renew(
@@ -40,12 +62,15 @@ class TaskRepository(Protocol):
         (another worker took the task, or it is finished): stop and hand back."""
         ...
 
-    async def record_result(self, task: DownloadTask, owner: str, *, leased: bool = True) -> bool:
-        """Write the finished task and add one to the job's completedTasks or failedTasks,
-        atomically. False, with nothing counted, when the task is no longer RUNNING under
-        `owner` (already recorded) or the job is no longer DOWNLOADING. `leased=False`
-        (a small file copied without a lease): recorded if the task is not finished yet,
-        whoever else may be copying it."""
+    async def record_result(
+        self, task: DownloadTask, owner: str, *, leased: bool = True
+    ) -> RecordOutcome:
+        """Write the finished task and count it (completed or failed), atomically, in one
+        round trip unless it is the job's last file (then two). DUPLICATE, with nothing
+        counted, when the task is finished already or, leased, no longer RUNNING under
+        `owner`. `leased=False` (a small file copied without a lease): recorded if the
+        task is not finished yet, whoever else may be copying it. Contention on the
+        counters is retried with jittered backoff, never counting a file twice."""
         ...
 
     async def release(self, task: DownloadTask, owner: str) -> None:

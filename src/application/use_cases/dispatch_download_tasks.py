@@ -20,7 +20,7 @@ from src.application.ports.work_queue import TaskRef, WorkQueue
 from src.application.services.failure_text import describe
 from src.application.services.lease_keeper import LeaseKeeper
 from src.application.use_cases.complete_job import CompleteJob
-from src.domain.download_task import DownloadTask, TaskStatus, task_id_for
+from src.domain.download_task import DownloadTask, task_id_for
 from src.domain.errors import JobErrorCode
 from src.domain.export_job import ExportJob, JobError
 from src.domain.export_limits import ExportLimits
@@ -51,16 +51,15 @@ class _Cursor:
 @dataclass(frozen=True, slots=True)
 class DispatchDownloadTasks:
     """A ready export's job moves to DOWNLOADING with its total at once, leased to its
-    dispatcher, and workers start on the first chunk while the rest is dispatched. Each
-    chunk: task records (conditional puts, existing ones returned as stored), work items
-    for the records no worker has started, then the cursor moves in one conditional write
-    that only the lease holder at that cursor can make. A dispatcher that dies or fails
-    leaves the cursor where it was; once its lease runs out any replica claims the job
-    (the claim counts), reads the listing again and carries on from the cursor. Chunks
-    behind the cursor are never written again. Only the chunk a dispatcher died in is
-    redone: its existing records are kept, and only the work items of records no worker
-    has started are sent again (a duplicate of those counts once, like any redelivery).
-    A zero-file export completes at once."""
+    dispatcher, its counters are opened, and workers start on the first chunk while the
+    rest is dispatched. Each chunk: its work items (each carries its task: no record is
+    written per file until a worker takes it), then the cursor moves in one conditional
+    write that only the lease holder at that cursor can make. A dispatcher that dies or
+    fails leaves the cursor where it was; once its lease runs out any replica claims the
+    job (the claim counts), reads the listing again and carries on from the cursor,
+    skipping files already recorded. Chunks behind the cursor are never sent again; a
+    work item sent twice counts once, like any redelivery. A zero-file export completes
+    at once."""
 
     jobs: JobRepository
     tasks: TaskRepository
@@ -86,7 +85,7 @@ class DispatchDownloadTasks:
         job = await self.jobs.save(
             job.start_dispatching(len(files), job.lease_owner, now + self.policy.lease, now)
         )
-        await self._continue(job, files)
+        await self._continue(job, files, redo=False)
         return job
 
     async def resume(self, command: ResumeDispatchCommand) -> int:
@@ -142,7 +141,9 @@ class DispatchDownloadTasks:
         problem = self.limits.violation(self.s3_prefix, job.job_id, status.files)
         return JobError(JobErrorCode.EXPORT_API_FAILED, problem) if problem else status.files
 
-    async def _continue(self, job: ExportJob, files: Sequence[ExportFile]) -> None:
+    async def _continue(
+        self, job: ExportJob, files: Sequence[ExportFile], *, redo: bool = True
+    ) -> None:
         assert job.dispatch is not None and job.lease_owner is not None
         cursor = _Cursor(job.job_id, job.lease_owner, job.dispatch.cursor)
 
@@ -156,22 +157,28 @@ class DispatchDownloadTasks:
 
         keeper = LeaseKeeper(self.clock, self.policy.lease)
         try:
-            await keeper.hold(renew, self._chunks(job, files, cursor))
+            await keeper.hold(renew, self._chunks(job, files, cursor, redo))
         except LeaseLost:
             log.warning("the job ended or another replica took the dispatch over", cursor=cursor.at)
         except Exception as err:
             log.exception("dispatching failed; another attempt carries on", cursor=cursor.at)
             await self._record_failure(job, cursor.at, err)
 
-    async def _chunks(self, job: ExportJob, files: Sequence[ExportFile], cursor: _Cursor) -> None:
+    async def _chunks(
+        self, job: ExportJob, files: Sequence[ExportFile], cursor: _Cursor, redo: bool
+    ) -> None:
+        """`redo`: carried on after another dispatcher (or the reaper): files recorded
+        already are skipped (one query per chunk). A first dispatch has none to skip."""
         total = len(files)
+        await self.tasks.start_counting(job.job_id, total, self.clock.now())
         while cursor.at < total:
             end = min(cursor.at + self.policy.chunk, total)
+            done = await self.tasks.finished_indexes(job.job_id, cursor.at, end) if redo else set()
             now = self.clock.now()
-            records = [self._task(job, i, files[i], now) for i in range(cursor.at, end)]
-            stored = await self.tasks.add_all(records)
-            unstarted = [t for t in stored if t.status is TaskStatus.PENDING and t.attempts == 0]
-            await self.queue.publish([TaskRef(t.job_id, t.task_id, t.index, t) for t in unstarted])
+            tasks = [
+                self._task(job, i, files[i], now) for i in range(cursor.at, end) if i not in done
+            ]
+            await self.queue.publish([TaskRef(t.job_id, t.task_id, t.index, t) for t in tasks])
             async with cursor.lock:
                 until = self.clock.now() + self.policy.lease
                 to = end if end < total else None
@@ -180,8 +187,8 @@ class DispatchDownloadTasks:
                 ):
                     raise LeaseLost("the dispatch was taken over")
                 cursor.at, cursor.done = end, to is None
-            if len(unstarted) < len(records):
-                log.info("chunk dispatched again", started=len(records) - len(unstarted))
+            if done:
+                log.info("chunk dispatched again", already_recorded=len(done))
         log.info("download tasks dispatched", total_tasks=total)
 
     async def _record_failure(self, job: ExportJob, cursor: int, err: Exception) -> None:

@@ -15,10 +15,10 @@ from src.application.ports.clock import Clock
 from src.application.ports.event_publisher import EventPublisher
 from src.application.ports.export_api import ExportApi, ExportState
 from src.application.ports.file_transfer import FileTransfer, TransferFailed
-from src.application.ports.job_repository import JobRepository
 from src.application.ports.leases import LeaseLost
-from src.application.ports.task_repository import TaskRepository
+from src.application.ports.task_repository import RecordOutcome, TaskRepository
 from src.application.services.lease_keeper import LeaseKeeper
+from src.application.services.recent_jobs import RecentJobs
 from src.application.use_cases.complete_job import CompleteJob, JobNotFound
 from src.domain.download_task import DownloadTask, TaskStatus
 from src.domain.events import TASK_COMPLETED, TASK_FAILED, DomainEvent
@@ -60,7 +60,7 @@ class ProcessFile:
     expire, or refused with 403, is replaced by the one the Export API lists now for the
     same file; only a file it no longer lists fails."""
 
-    jobs: JobRepository
+    recent: RecentJobs  # the job's status, read once per job every few seconds
     tasks: TaskRepository
     transfer: FileTransfer
     complete_job: CompleteJob
@@ -74,7 +74,7 @@ class ProcessFile:
     unleased_below: int = 0
 
     async def execute(self, command: ProcessFileCommand) -> FileResult:
-        task = command.dispatched or await self.tasks.get(command.job_id, command.task_id)
+        task = await self._task(command)
         if task is None:
             log.warning("work item for an unknown task", task_id=command.task_id)
             return FileResult(FileOutcome.UNKNOWN)
@@ -84,7 +84,7 @@ class ProcessFile:
             with contextlib.suppress(JobNotFound):  # the job item expired meanwhile
                 await self.complete_job.execute(CompleteJobCommand(command.job_id))
             return FileResult(FileOutcome.ALREADY_DONE)
-        job = await self.jobs.get(command.job_id)
+        job = await self.recent.get(command.job_id)
         if job is None or job.is_terminal:
             return FileResult(FileOutcome.JOB_ENDED)
         if job.status is not JobStatus.DOWNLOADING:
@@ -110,6 +110,14 @@ class ProcessFile:
             raise
         return await self._record(finished, command.owner, leased=True)
 
+    async def _task(self, command: ProcessFileCommand) -> DownloadTask | None:
+        """The work item's task on its first delivery; after that, the record (its lease,
+        its checkpoint) if a worker has written one, else still the work item's."""
+        if command.dispatched is not None and not command.redelivered:
+            return command.dispatched
+        stored = await self.tasks.get(command.job_id, command.task_id)
+        return stored or command.dispatched
+
     def _small(self, task: DownloadTask) -> bool:
         """Declared smaller than one multipart part: one PUT, nothing to resume, so no
         lease is taken (a duplicate copy writes the same bytes to the same key)."""
@@ -117,14 +125,17 @@ class ProcessFile:
         return size is not None and size < self.unleased_below
 
     async def _record(self, finished: DownloadTask, owner: str, *, leased: bool) -> FileResult:
-        if not await self.tasks.record_result(finished, owner, leased=leased):
+        outcome = await self.tasks.record_result(finished, owner, leased=leased)
+        if outcome is RecordOutcome.DUPLICATE:
             log.info("result already recorded elsewhere", task_id=finished.task_id)
             return FileResult(FileOutcome.ALREADY_DONE)
         name = TASK_COMPLETED if finished.status is TaskStatus.COMPLETED else TASK_FAILED
         await self.events.publish(
             DomainEvent(name, finished.job_id, self.clock.now(), {"taskId": finished.task_id})
         )
-        await self.complete_job.execute(CompleteJobCommand(finished.job_id))
+        if outcome is not RecordOutcome.COUNTED:  # the last file (or it may be): finish
+            with contextlib.suppress(JobNotFound):
+                await self.complete_job.execute(CompleteJobCommand(finished.job_id))
         return FileResult(FileOutcome.RECORDED)
 
     @staticmethod

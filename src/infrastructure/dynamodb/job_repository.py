@@ -14,15 +14,19 @@ from src.domain.export_job import ExportJob
 from src.domain.job_status import TERMINAL, JobStatus
 from src.domain.task_token import TaskToken
 from src.domain.time import iso_ms
-from src.infrastructure.dynamodb import due_index, job_claims, job_mapping, job_tokens
+from src.infrastructure.dynamodb import due_index, job_claims, job_mapping, job_tokens, progress
 from src.infrastructure.dynamodb.codec import from_item, to_attr
 from src.infrastructure.dynamodb.errors import is_condition_failure, lost_race
 
 
 class DynamoDbJobRepository:  # implements JobRepository
-    def __init__(self, client: Any, table_name: str) -> None:
+    """A DOWNLOADING job is shown with its file counters as counted on their own item
+    in the tasks table (see progress.py): one more read, for that status only."""
+
+    def __init__(self, client: Any, table_name: str, tasks_table: str | None = None) -> None:
         self._client = client
         self._table = table_name
+        self._tasks = tasks_table
 
     async def create(self, job: ExportJob) -> bool:
         item = {k: to_attr(v) for k, v in job_mapping.to_item(job).items() if v is not None}
@@ -45,7 +49,18 @@ class DynamoDbJobRepository:  # implements JobRepository
             TableName=self._table, Key={"jobId": {"S": job_id}}, ConsistentRead=True
         )
         item = response.get("Item")
-        return job_mapping.from_item(from_item(item)) if item else None
+        return await self._with_progress(job_mapping.from_item(from_item(item))) if item else None
+
+    async def _with_progress(self, job: ExportJob) -> ExportJob:
+        if job.status is not JobStatus.DOWNLOADING or self._tasks is None:
+            return job
+        response = await self._client.get_item(
+            TableName=self._tasks, Key=progress.key(job.job_id), ConsistentRead=True
+        )
+        item = response.get("Item")
+        if item is None:  # dispatched by an earlier version: counted on the job item
+            return job
+        return job.with_progress(*progress.counters(from_item(item)))
 
     async def save(self, job: ExportJob) -> ExportJob:
         """UpdateItem (not PutItem) so attributes other writers own survive."""
@@ -237,9 +252,11 @@ class DynamoDbJobRepository:  # implements JobRepository
     async def list_stalled(
         self, status: JobStatus, updated_before: datetime, limit: int
     ) -> list[ExportJob]:
-        return await self._query_status(
+        candidates = await self._query_status(
             status, "updatedAt <= :before", {":before": {"S": iso_ms(updated_before)}}, limit
         )
+        current = [await self._with_progress(job) for job in candidates]
+        return [job for job in current if job.updated_at <= updated_before]
 
     async def list_overdue(
         self, status: JobStatus, created_before: datetime, limit: int

@@ -5,25 +5,36 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from src.domain.download_task import DownloadTask, TaskStatus
+from src.application.ports.task_repository import RecordOutcome
+from src.domain.download_task import DownloadTask, TaskStatus, task_id_for
 from src.domain.job_status import JobStatus
 from src.domain.time import iso_ms
 from src.domain.upload_checkpoint import UploadCheckpoint
-from src.infrastructure.dynamodb import task_mapping
+from src.infrastructure.dynamodb import progress, task_mapping
 from src.infrastructure.dynamodb.codec import from_item, to_attr
 from src.infrastructure.dynamodb.errors import error_code, is_condition_failure
 
 _PUT_CONCURRENCY = 16
+# Set by claim itself; every other attribute of the work item's task is kept if stored.
+_CLAIM_OWNS = frozenset({"jobId", "taskId", "status", "attempts", "leaseOwner", "leaseExpiresAt"})
 _TRANSACTION_ATTEMPTS = 6
 
 
 class _Contended(Exception):
     """The transaction was cancelled for a reason other than a failed condition."""
+
+
+class _Last(Exception):
+    """The file would take the job's pending count to 0: record it as the last one."""
+
+
+class _NoProgressItem(Exception):
+    """The job was dispatched before files were counted on their own item."""
 
 
 class DynamoDbTaskRepository:  # implements TaskRepository
@@ -73,7 +84,11 @@ class DynamoDbTaskRepository:  # implements TaskRepository
         tasks: list[DownloadTask] = []
         while True:
             response = await self._client.query(**kwargs)
-            tasks += [task_mapping.from_item(from_item(i)) for i in response.get("Items", [])]
+            tasks += [
+                task_mapping.from_item(from_item(i))
+                for i in response.get("Items", [])
+                if i["taskId"]["S"] != progress.TASK_ID
+            ]
             if "LastEvaluatedKey" not in response:
                 return tasks
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
@@ -81,16 +96,26 @@ class DynamoDbTaskRepository:  # implements TaskRepository
     async def claim(
         self, task: DownloadTask, owner: str, until: datetime, now: datetime
     ) -> DownloadTask | None:
+        # A task has no record until a worker first takes it (the work item carries it):
+        # the claim writes what the record needs, keeping whatever is stored already.
+        described = {
+            k: v
+            for k, v in task_mapping.to_item(task).items()
+            if v is not None and k not in _CLAIM_OWNS
+        }
+        names = {f"#k{i}": name for i, name in enumerate(described)}
+        sets = [f"#k{i} = if_not_exists(#k{i}, :k{i})" for i in range(len(described))]
+        values = {f":k{i}": to_attr(v) for i, v in enumerate(described.values())}
         try:
             response = await self._client.update_item(
                 TableName=self._tasks,
                 Key=self._key(task),
                 UpdateExpression="SET #s = :running, leaseOwner = :owner, "
-                "leaseExpiresAt = :until ADD attempts :one",
+                "leaseExpiresAt = :until, " + ", ".join(sets) + " ADD attempts :one",
                 # The owner may take its own task again (its earlier try was cut short).
-                ConditionExpression="#s = :pending OR (#s = :running AND "
-                "(leaseExpiresAt <= :now OR leaseOwner = :owner))",
-                ExpressionAttributeNames={"#s": "status"},
+                ConditionExpression="attribute_not_exists(#s) OR #s = :pending OR "
+                "(#s = :running AND (leaseExpiresAt <= :now OR leaseOwner = :owner))",
+                ExpressionAttributeNames={"#s": "status", **names},
                 ExpressionAttributeValues={
                     ":running": {"S": TaskStatus.RUNNING.value},
                     ":pending": {"S": TaskStatus.PENDING.value},
@@ -98,6 +123,7 @@ class DynamoDbTaskRepository:  # implements TaskRepository
                     ":until": {"S": iso_ms(until)},
                     ":now": {"S": iso_ms(now)},
                     ":one": {"N": "1"},
+                    **values,
                 },
                 ReturnValues="ALL_NEW",
             )
@@ -152,47 +178,140 @@ class DynamoDbTaskRepository:  # implements TaskRepository
             if not is_condition_failure(err):
                 raise
 
-    async def record_result(self, task: DownloadTask, owner: str, *, leased: bool = True) -> bool:
-        """Conflicts with other writers of the same job item (many workers finishing
+    async def start_counting(self, job_id: str, total: int, now: datetime) -> None:
+        try:
+            await self._client.put_item(
+                TableName=self._tasks,
+                Item=progress.new_item(job_id, total, now),
+                ConditionExpression="attribute_not_exists(taskId)",
+            )
+        except ClientError as err:
+            if not is_condition_failure(err):  # there already: files may be counted on it
+                raise
+
+    async def finished_indexes(self, job_id: str, first: int, end: int) -> set[int]:
+        found: set[int] = set()
+        for low, high in _same_width_ranges(first, end):
+            kwargs: dict[str, Any] = {
+                "TableName": self._tasks,
+                "KeyConditionExpression": "jobId = :j AND taskId BETWEEN :lo AND :hi",
+                "ProjectionExpression": "#i, #s",
+                "ExpressionAttributeNames": {"#i": "index", "#s": "status"},
+                "ExpressionAttributeValues": {
+                    ":j": {"S": job_id},
+                    ":lo": {"S": task_id_for(low)},
+                    ":hi": {"S": task_id_for(high)},
+                },
+                "ConsistentRead": True,
+            }
+            while True:
+                response = await self._client.query(**kwargs)
+                for item in response.get("Items", []):
+                    if TaskStatus(item["status"]["S"]).is_terminal:
+                        found.add(int(item["index"]["N"]))
+                if "LastEvaluatedKey" not in response:
+                    break
+                kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return found
+
+    async def record_result(
+        self, task: DownloadTask, owner: str, *, leased: bool = True
+    ) -> RecordOutcome:
+        """Conflicts with other writers of the same counters (many workers finishing
         files at once) are retried: only a failed *condition* means "already recorded"."""
+        last = False
         for attempt in range(1, _TRANSACTION_ATTEMPTS + 1):
             try:
-                return await self._record_once(task, owner, leased)
+                return await self._record_once(task, owner, leased, last=last)
+            except _Last:
+                last = True  # the same file again, as the one that finishes the job
+            except _NoProgressItem:
+                return await self._record_on_job_item(task, owner, leased)
             except _Contended:
                 if attempt == _TRANSACTION_ATTEMPTS:
                     raise
+                last = False  # look again from the start
                 await asyncio.sleep(random.uniform(0, 0.05 * 2**attempt))
-        raise AssertionError("unreachable")  # pragma: no cover
+        raise _Contended("the job's counters kept changing")
 
-    async def _record_once(self, task: DownloadTask, owner: str, leased: bool) -> bool:
-        counter = "completedTasks" if task.status is TaskStatus.COMPLETED else "failedTasks"
+    async def _record_once(
+        self, task: DownloadTask, owner: str, leased: bool, *, last: bool
+    ) -> RecordOutcome:
+        at = task.finished_at or datetime.now(UTC)
+        succeeded = task.status is TaskStatus.COMPLETED
+        count = progress.count(self._tasks, task.job_id, succeeded, at, last=last)
+        reasons = await self._transact(self._finished_task(task, owner, leased), count)
+        if reasons is None:
+            return RecordOutcome.COUNTED_LAST if last else RecordOutcome.COUNTED
+        if reasons[0].get("Code") == "ConditionalCheckFailed":
+            return RecordOutcome.DUPLICATE  # recorded already (or taken over)
+        if reasons[1].get("Code") != "ConditionalCheckFailed":
+            raise _Contended(",".join(r.get("Code", "None") for r in reasons))
+        left = progress.pending(reasons[1].get("Item"))
+        if left is None:  # not returned (an emulator that does not), or no such item
+            left = await self._pending(task.job_id)
+        if left is None:
+            raise _NoProgressItem(task.job_id)
+        if left == 1 and not last:
+            raise _Last(task.job_id)
+        if left > 1 and last:
+            raise _Contended("not the last file after all")  # counted meanwhile: again
+        # Nothing left to count: every file was counted already. Keep the task's story.
+        await self._record_task_only(task, owner, leased)
+        return RecordOutcome.DUPLICATE
+
+    async def _transact(self, *items: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """None when written; else the cancellation reasons, one per item."""
         try:
             await self._client.transact_write_items(
                 TransactItems=[
-                    {"Put": self._finished_task(task, owner, leased)},
-                    {"Update": self._count(task.job_id, counter, task.finished_at)},
+                    {"Put": items[0]},
+                    {"Update": items[1]},
                 ]
             )
         except ClientError as err:
             if error_code(err) != "TransactionCanceledException":
                 raise
-            codes = [r.get("Code", "None") for r in err.response.get("CancellationReasons", [])]
-            task_refused = len(codes) > 0 and codes[0] == "ConditionalCheckFailed"
-            job_refused = len(codes) > 1 and codes[1] == "ConditionalCheckFailed"
-            if not (task_refused or job_refused):
-                raise _Contended(",".join(codes)) from err  # conflict or throttling: retry
-            if job_refused and not task_refused:
-                await self._record_task_only(task, owner, leased)  # job ended: keep the story
-            return False
-        return True
+            reasons: list[dict[str, Any]] = err.response.get("CancellationReasons", [])  # type: ignore[assignment]
+            if len(reasons) < len(items):
+                raise _Contended(str(reasons)) from err
+            return reasons
+        return None
+
+    async def _pending(self, job_id: str) -> int | None:
+        response = await self._client.get_item(
+            TableName=self._tasks, Key=progress.key(job_id), ConsistentRead=True
+        )
+        return progress.pending(response.get("Item"))
+
+    async def _record_on_job_item(
+        self, task: DownloadTask, owner: str, leased: bool
+    ) -> RecordOutcome:
+        """A job dispatched by an earlier version counts on the job item itself (the last
+        file is then found by CompleteJob's read, as it was)."""
+        counter = "completedTasks" if task.status is TaskStatus.COMPLETED else "failedTasks"
+        for attempt in range(1, _TRANSACTION_ATTEMPTS + 1):
+            count = self._count(task.job_id, counter, task.finished_at)
+            reasons = await self._transact(self._finished_task(task, owner, leased), count)
+            if reasons is None:
+                return RecordOutcome.COUNTED_MAYBE_LAST
+            task_refused = reasons[0].get("Code") == "ConditionalCheckFailed"
+            job_refused = reasons[1].get("Code") == "ConditionalCheckFailed"
+            if task_refused or job_refused:
+                if job_refused and not task_refused:
+                    await self._record_task_only(task, owner, leased)  # job ended
+                return RecordOutcome.DUPLICATE
+            if attempt < _TRANSACTION_ATTEMPTS:
+                await asyncio.sleep(random.uniform(0, 0.05 * 2**attempt))
+        raise _Contended("the job item kept changing")
 
     def _finished_task(self, task: DownloadTask, owner: str, leased: bool) -> dict[str, Any]:
         running = {"S": TaskStatus.RUNNING.value}
         if leased:
             condition = "#s = :running AND leaseOwner = :owner"
             values = {":running": running, ":owner": {"S": owner}}
-        else:  # not finished yet, whoever may hold it
-            condition = "#s IN (:pending, :running)"
+        else:  # not finished yet (or never taken), whoever may hold it
+            condition = "attribute_not_exists(#s) OR #s IN (:pending, :running)"
             values = {":running": running, ":pending": {"S": TaskStatus.PENDING.value}}
         return {
             "TableName": self._tasks,
@@ -231,3 +350,16 @@ class DynamoDbTaskRepository:  # implements TaskRepository
     @staticmethod
     def _attrs(task: DownloadTask) -> dict[str, Any]:
         return {k: to_attr(v) for k, v in task_mapping.to_item(task).items() if v is not None}
+
+
+def _same_width_ranges(first: int, end: int) -> list[tuple[int, int]]:
+    """[first, end) as inclusive ranges whose task ids have one width each, so that the
+    ids' string order is their numeric order within each."""
+    ranges: list[tuple[int, int]] = []
+    low = first
+    while low < end:
+        width = len(task_id_for(low))
+        high = min(end - 1, 10**width - 1)
+        ranges.append((low, high))
+        low = high + 1
+    return ranges

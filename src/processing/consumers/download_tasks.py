@@ -40,10 +40,9 @@ class DownloadTaskMessage(BaseModel):
     index: StrictInt | None = Field(None, ge=0)
     task: DispatchedTask | None = None
 
-    def dispatched(self, receive_count: int) -> DownloadTask | None:
-        """Only on the first delivery: a message seen before may have been worked on,
-        so the record (its lease, its checkpoint) is read instead."""
-        if self.task is None or self.index is None or receive_count > 1:
+    def dispatched(self) -> DownloadTask | None:
+        """The task as dispatched (None: an older work item that names it only)."""
+        if self.task is None or self.index is None:
             return None
         t = self.task
         return DownloadTask(
@@ -85,10 +84,10 @@ class DownloadTaskHandler:
             # One owner per handling (replica/nonce): a duplicate delivery on this same
             # replica cannot share the lease, its renewals or its final write.
             owner = f"{self._owner}/{uuid.uuid4().hex[:8]}"
-            dispatched = dto.dispatched(message.receive_count)
-            result = await self._process_file.execute(
-                ProcessFileCommand(dto.jobId, dto.taskId, owner, dispatched)
+            command = ProcessFileCommand(
+                dto.jobId, dto.taskId, owner, dto.dispatched(), message.receive_count > 1
             )
+            result = await self._process_file.execute(command)
             if result.outcome is FileOutcome.BUSY:  # come back when the other lease ends
                 return Outcome(Ack.RETRY, retry_after=result.retry_after_seconds)
             return _ACKS[result.outcome]

@@ -1,0 +1,43 @@
+"""RecentJobs: what a worker needs to know of a job, read once per job every few seconds
+instead of once per file."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from src.application.ports.clock import Clock
+from src.application.ports.job_repository import JobRepository
+from src.domain.export_job import ExportJob
+from src.domain.job_status import JobStatus
+
+
+@dataclass(slots=True)
+class RecentJobs:
+    """A job read while DOWNLOADING is reused for `ttl` (a job cancelled meanwhile is
+    noticed that much later: a file or two may still be copied, never counted twice,
+    since counting does not rely on this). A finished job is reused until evicted (it
+    never changes status again). Any other status is not kept: the caller asks again."""
+
+    jobs: JobRepository
+    clock: Clock
+    ttl: timedelta = timedelta(seconds=2)
+    size: int = 1024
+    _seen: OrderedDict[str, tuple[ExportJob, datetime]] = field(default_factory=OrderedDict)
+
+    async def get(self, job_id: str) -> ExportJob | None:
+        now = self.clock.now()
+        seen = self._seen.get(job_id)
+        if seen is not None and (seen[0].is_terminal or now - seen[1] < self.ttl):
+            self._seen.move_to_end(job_id)
+            return seen[0]
+        job = await self.jobs.get(job_id)
+        if job is not None and (job.is_terminal or job.status is JobStatus.DOWNLOADING):
+            self._seen[job_id] = (job, now)
+            self._seen.move_to_end(job_id)
+            while len(self._seen) > self.size:
+                self._seen.popitem(last=False)
+        else:
+            self._seen.pop(job_id, None)
+        return job
