@@ -10,9 +10,10 @@ from datetime import UTC, datetime, timedelta
 from src.application.ports.export_api import ExportStatus
 from src.application.ports.file_transfer import OnCheckpoint, TransferFailed, TransferResult
 from src.application.ports.job_repository import AttachOutcome, ConditionFailed
-from src.application.ports.task_repository import RecordOutcome
+from src.application.ports.task_repository import Recorded, RecordOutcome
 from src.application.ports.work_queue import TaskRef
 from src.application.ports.workflow_callbacks import CallbackError
+from src.domain.dispatch_progress import DispatchProgress
 from src.domain.download_task import DownloadTask, TaskStatus
 from src.domain.events import DomainEvent
 from src.domain.export_job import ExportJob
@@ -46,8 +47,8 @@ class InMemoryJobs:  # implements JobRepository
         self.created.append(job)
         return True
 
-    async def get(self, job_id: str) -> ExportJob | None:
-        await asyncio.sleep(0)
+    async def get(self, job_id: str, *, counted: bool = True) -> ExportJob | None:
+        await asyncio.sleep(0)  # counters here are always current, counted or not
         return self.items.get(job_id)
 
     async def save(self, job: ExportJob) -> ExportJob:
@@ -150,6 +151,15 @@ class InMemoryJobs:  # implements JobRepository
         ):
             return None
         return job
+
+    async def restart_dispatch(self, job_id: str, now: datetime) -> bool:
+        await asyncio.sleep(0)
+        job = self.items.get(job_id)
+        if job is None or job.status is not JobStatus.DOWNLOADING or job.dispatch is not None:
+            return False
+        restarted = replace(job.release(), dispatch=DispatchProgress(0, 0))
+        self.items[job_id] = replace(restarted, version=job.version + 1)
+        return True
 
     async def claim_unfinished_dispatches(
         self, now: datetime, owner: str, until: datetime, limit: int
@@ -292,37 +302,40 @@ class InMemoryTasks:  # implements TaskRepository
 
     async def record_result(
         self, task: DownloadTask, owner: str, *, leased: bool = True
-    ) -> RecordOutcome:
+    ) -> Recorded:
         await asyncio.sleep(0)
         key = (task.job_id, task.task_id)
         stored = self.items.get(key)
+        duplicate = Recorded(RecordOutcome.DUPLICATE)
         if not leased:
             if stored is not None and stored.status.is_terminal:
-                return RecordOutcome.DUPLICATE
+                return duplicate
         elif (
             stored is None or stored.status is not TaskStatus.RUNNING or stored.lease_owner != owner
         ):
-            return RecordOutcome.DUPLICATE
+            return duplicate
         succeeded = task.status is TaskStatus.COMPLETED
         job = self.jobs.items[task.job_id]
         at = task.finished_at or job.updated_at
         if task.job_id not in self.progress:  # an earlier version's job: on the job item
             if job.status is not JobStatus.DOWNLOADING:
                 self.items[key] = task
-                return RecordOutcome.DUPLICATE
+                return duplicate
             counted = job.record_file(succeeded=succeeded, now=at)
             self.items[key] = task
             self.jobs.items[job.job_id] = replace(counted, version=job.version + 1)
-            return RecordOutcome.COUNTED_MAYBE_LAST
+            return Recorded(RecordOutcome.COUNTED_MAYBE_LAST)
         pending, completed, failed = self.progress[task.job_id]
         self.items[key] = task
         if pending == 0:
-            return RecordOutcome.DUPLICATE
+            return duplicate
         completed, failed = completed + succeeded, failed + (not succeeded)
         self.progress[task.job_id] = (pending - 1, completed, failed)
         if job.status is JobStatus.DOWNLOADING:  # what the job repository shows
             self.jobs.items[job.job_id] = job.with_progress(completed, failed, at)
-        return RecordOutcome.COUNTED_LAST if pending == 1 else RecordOutcome.COUNTED
+        if pending == 1:
+            return Recorded(RecordOutcome.COUNTED_LAST, (completed, failed))
+        return Recorded(RecordOutcome.COUNTED)
 
     async def release(self, task: DownloadTask, owner: str) -> None:
         await asyncio.sleep(0)
@@ -340,6 +353,10 @@ def _by_index(task: DownloadTask) -> int:
 class RecordingQueue:  # implements WorkQueue
     def __init__(self) -> None:
         self.refs: list[TaskRef] = []
+        self.waiting = 0  # what backlog() says, besides the refs
+
+    async def backlog(self) -> int:
+        return self.waiting
 
     async def publish(self, refs: Sequence[TaskRef]) -> None:
         self.refs.extend(refs)

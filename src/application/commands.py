@@ -26,6 +26,8 @@ class CompleteJobCommand:
 
     job_id: str
     failure: JobError | None = None
+    # The final (completed, failed), from whoever counted the last file: not read again.
+    final_counts: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,6 @@ def reaper_round(reaper: ReapStuckJobs, owner: str) -> Callable[[], Awaitable[in
 
     async def round_() -> int:
         report = await reaper.execute(command)
-        return report.callbacks_retried + report.tasks_redriven + report.jobs_finished
+        return report.callbacks_retried + report.jobs_redispatched + report.jobs_finished
 
     return round_

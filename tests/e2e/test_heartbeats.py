@@ -117,7 +117,9 @@ def test_a_workflow_that_stopped_waiting_cancels_its_job_and_its_pending_downloa
     assert job["callbackStatus"] == "FAILED"
     assert job["callbackError"] in ("TaskTimedOut", "TaskDoesNotExist", "InvalidToken")
     wait_for(lambda: "job cancelled" in service.logs(), 10, "cancel logged")
-    time.sleep(1.5)  # let a download that was already running finish
+    # Workers see the cancel within RecentJobs' ttl (2 s): let a download that started
+    # before then finish.
+    time.sleep(2 + 1.5)
     requests = embedded_stack.sandbox.file_requests(export_id)
     stored = len(aws.keys(f"exports/{job_id}/"))
     time.sleep(3)

@@ -75,7 +75,8 @@ def _tasks(aws: Aws, job_id: str) -> list[dict[str, object]]:
     items = aws.ddb.query(
         TableName=aws.env["DYNAMODB_TASKS_TABLE_NAME"],
         KeyConditionExpression="jobId = :j",
-        ExpressionAttributeValues={":j": {"S": job_id}},
+        FilterExpression="taskId <> :counters",  # the job's counters are not a task
+        ExpressionAttributeValues={":j": {"S": job_id}, ":counters": {"S": "#progress"}},
         ConsistentRead=True,
     )["Items"]
     return [{k: next(iter(v.values())) for k, v in item.items()} for item in items]

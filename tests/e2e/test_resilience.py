@@ -56,16 +56,10 @@ def test_sigterm_during_downloads_exits_within_grace_and_the_job_completes_on_ne
     job_id, export_id = str(uuid.uuid4()), f"t{uuid.uuid4().hex[:8]}-files-8-filedelay-10000"
     arn = aws.start_execution({"jobId": job_id, "exportId": export_id, "userId": "u"})
 
-    def running() -> int:
-        items = aws.ddb.query(
-            TableName=env["DYNAMODB_TASKS_TABLE_NAME"],
-            KeyConditionExpression="jobId = :j",
-            ExpressionAttributeValues={":j": {"S": job_id}},
-            ConsistentRead=True,
-        )["Items"]
-        return sum(1 for i in items if i["status"]["S"] == "RUNNING")
-
-    wait_for(lambda: running() >= 2, 60, "two downloads under way")
+    # Small files are copied without a lease (no record until their result): the file
+    # server tells when two of them are being served.
+    served = embedded_stack.sandbox.file_requests
+    wait_for(lambda: served(export_id) >= 2, 60, "two downloads under way")
     time.sleep(1)  # each takes 10 s: both are still mid-download when the grace runs out
 
     started = time.monotonic()
@@ -180,7 +174,8 @@ def test_lost_work_items_are_requeued_by_the_reaper(
 ) -> None:  # fmt: skip
     """A replica dies mid-download and its work items are gone from the queue (purged
     here; in production: a DLQ'd message, an operator's mistake). The reaper finds the
-    stalled job and re-queues what is not done; the job completes with one answer."""
+    stalled job with nothing queued and dispatches it again (the files not recorded yet);
+    the job completes with one answer."""
     overrides = {
         "DOWNLOAD_STALL_SECONDS": "2",
         "DOWNLOAD_CONCURRENCY": "1",
@@ -207,7 +202,7 @@ def test_lost_work_items_are_requeued_by_the_reaper(
     services.append(survivor)
 
     assert aws.wait_execution(arn, timeout=90)["status"] == "SUCCEEDED"
-    assert '"re-queueing lost download tasks"' in survivor.logs()
+    assert '"download job stalled with no work queued; dispatching it again"' in survivor.logs()
     keys = aws.keys(f"exports/{job_id}/")
     assert keys == sorted(f"exports/{job_id}/{i}_file-{i}.bin" for i in range(6))
     assert _callbacks(embedded_stack) - before == 1

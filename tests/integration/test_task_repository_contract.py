@@ -88,8 +88,12 @@ async def counters(jobs: Any, job_id: str) -> tuple[int, int]:
 async def test_an_unleased_result_counts_once(repos: tuple[Any, Any]):
     jobs, tasks = repos
     job, [record, _other] = await downloading(jobs, tasks, 2)
-    assert await tasks.record_result(done(record), "w1", leased=False) is RecordOutcome.COUNTED
-    assert await tasks.record_result(done(record), "w2", leased=False) is RecordOutcome.DUPLICATE
+    assert (
+        await tasks.record_result(done(record), "w1", leased=False)
+    ).outcome is RecordOutcome.COUNTED
+    assert (
+        await tasks.record_result(done(record), "w2", leased=False)
+    ).outcome is RecordOutcome.DUPLICATE
     assert await counters(jobs, job.job_id) == (1, 0)
     assert (await tasks.get(job.job_id, record.task_id)).status is TaskStatus.COMPLETED
 
@@ -101,22 +105,25 @@ async def test_an_unleased_result_is_recorded_over_a_lease_and_the_holder_then_c
     job, [record, _other] = await downloading(jobs, tasks, 2)
     claimed = await tasks.claim(record, "holder", T0 + timedelta(minutes=1), T0)
     assert claimed is not None
-    assert await tasks.record_result(done(record), "other", leased=False) is RecordOutcome.COUNTED
+    assert (
+        await tasks.record_result(done(record), "other", leased=False)
+    ).outcome is RecordOutcome.COUNTED
     finished = claimed.succeed(size=10, sha256="b" * 64, now=T0)
-    assert await tasks.record_result(finished, "holder") is RecordOutcome.DUPLICATE
+    assert (await tasks.record_result(finished, "holder")).outcome is RecordOutcome.DUPLICATE
     assert await counters(jobs, job.job_id) == (1, 0)
 
 
 async def test_the_recorder_of_the_last_file_is_told_so_and_no_one_else(repos: tuple[Any, Any]):
     jobs, tasks = repos
     job, records = await downloading(jobs, tasks, 3)
-    outcomes = [
+    recorded = [
         await tasks.record_result(done(records[0]), "w", leased=False),
         await tasks.record_result(failed(records[2]), "w", leased=False),
         await tasks.record_result(done(records[1]), "w", leased=False),
         await tasks.record_result(done(records[1]), "again", leased=False),
     ]
-    assert outcomes == [
+    assert recorded[2].final_counts == (2, 1)  # told to the last one: nobody reads them
+    assert [r.outcome for r in recorded] == [
         RecordOutcome.COUNTED,
         RecordOutcome.COUNTED,
         RecordOutcome.COUNTED_LAST,
@@ -129,9 +136,10 @@ async def test_files_recorded_at_once_count_once_each_with_one_last(repos: tuple
     jobs, tasks = repos
     job, records = await downloading(jobs, tasks, 12)
     twice = [done(r) for r in records] + [done(r) for r in records[:6]]  # redeliveries too
-    outcomes = await asyncio.gather(
+    recorded = await asyncio.gather(
         *(tasks.record_result(t, f"w{n}", leased=False) for n, t in enumerate(twice))
     )
+    outcomes = [r.outcome for r in recorded]
     assert outcomes.count(RecordOutcome.COUNTED_LAST) == 1
     assert outcomes.count(RecordOutcome.COUNTED) == 11
     assert outcomes.count(RecordOutcome.DUPLICATE) == 6
@@ -155,9 +163,9 @@ async def test_a_job_dispatched_by_an_earlier_version_counts_on_the_job_item(
     jobs, tasks = repos
     job, records = await downloading(jobs, tasks, 2, counted=False)
     first = await tasks.record_result(done(records[0]), "w", leased=False)
-    assert first is RecordOutcome.COUNTED_MAYBE_LAST  # CompleteJob's read tells
+    assert first.outcome is RecordOutcome.COUNTED_MAYBE_LAST  # CompleteJob's read tells
     again = await tasks.record_result(done(records[0]), "w", leased=False)
-    assert again is RecordOutcome.DUPLICATE
+    assert again.outcome is RecordOutcome.DUPLICATE
     assert await counters(jobs, job.job_id) == (1, 0)
 
 
@@ -168,7 +176,7 @@ async def test_opening_the_counters_again_keeps_what_was_counted(repos: tuple[An
     await tasks.start_counting(job.job_id, 2, T0)
     assert await counters(jobs, job.job_id) == (1, 0)
     last = await tasks.record_result(done(records[1]), "w", leased=False)
-    assert last is RecordOutcome.COUNTED_LAST
+    assert last.outcome is RecordOutcome.COUNTED_LAST
 
 
 async def test_a_claim_writes_the_record_a_task_does_not_have_yet(repos: tuple[Any, Any]):

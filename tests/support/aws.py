@@ -62,12 +62,21 @@ class Aws:
 
     # DynamoDB
     def job(self, job_id: str) -> dict[str, Any] | None:
+        """The job item; while DOWNLOADING, with its file counters as counted on their
+        own item in the tasks table (as the service shows them: the job item gets the
+        final counts when the job ends)."""
         item = self.ddb.get_item(
             TableName=self.env["DYNAMODB_TABLE_NAME"],
             Key={"jobId": {"S": job_id}},
             ConsistentRead=True,
         ).get("Item")
-        return {k: _deserializer.deserialize(v) for k, v in item.items()} if item else None
+        if not item:
+            return None
+        job = {k: _deserializer.deserialize(v) for k, v in item.items()}
+        progress = self.task(job_id, "#progress") if job.get("status") == "DOWNLOADING" else None
+        if progress:
+            job["completedTasks"], job["failedTasks"] = progress["completed"], progress["failed"]
+        return job
 
     def task(self, job_id: str, task_id: str) -> dict[str, Any] | None:
         item = self.ddb.get_item(

@@ -326,9 +326,81 @@ async def test_a_small_file_someone_holds_a_lease_on_is_left_to_them():
     assert world.transfer.calls == []
 
 
-async def test_a_file_of_unknown_size_is_still_leased():
+async def test_a_file_of_unknown_size_that_fits_one_part_takes_no_lease():
     world = small_world(task(expected_size=None))
-    assert (
-        await world.use_case.execute(replace(WORK, dispatched=task()))
-    ).outcome is FileOutcome.RECORDED
+    command = replace(WORK, dispatched=task())
+    assert (await world.use_case.execute(command)).outcome is FileOutcome.RECORDED
+    assert world.tasks.claims == 0  # type: ignore[attr-defined]
+    assert world.stored.status is TaskStatus.COMPLETED
+
+
+def multipart(world: World) -> None:
+    """The transfer stores a part (a checkpoint) before it finishes: a big file."""
+
+    async def one_part_then_done(url: str, key: str, **kwargs: object) -> TransferResult:
+        await kwargs["on_checkpoint"](CHECKPOINT)  # type: ignore[operator]
+        return TransferResult(key=key, bytes=16, sha256="0" * 64)
+
+    world.use_case.transfer.transfer = one_part_then_done  # type: ignore[method-assign]
+
+
+async def test_a_file_of_unknown_size_that_turns_out_big_is_leased_at_its_first_part():
+    world = small_world(task(expected_size=None))
+    multipart(world)
+    seen: list[DownloadTask] = []
+    renew = world.tasks.renew
+
+    async def renewing(t: DownloadTask, owner: str, until: object, upload: object) -> bool:
+        seen.append(world.stored)  # what the next worker would find, as the part is stored
+        return await renew(t, owner, until, upload)  # type: ignore[arg-type]
+
+    world.tasks.renew = renewing  # type: ignore[method-assign]
+    command = replace(WORK, dispatched=task())
+    assert (await world.use_case.execute(command)).outcome is FileOutcome.RECORDED
     assert world.tasks.claims == 1  # type: ignore[attr-defined]
+    assert [(t.status, t.lease_owner) for t in seen] == [(TaskStatus.RUNNING, "worker-1")]
+    assert world.stored.status is TaskStatus.COMPLETED
+    assert world.jobs.items[JOB_ID].completed_tasks == 1
+
+
+async def test_a_file_that_turns_out_big_while_another_worker_holds_it_is_left_to_them():
+    world = small_world(task(expected_size=None))
+    multipart(world)
+    await world.tasks.claim(task(), "other", T0 + LEASE, T0)  # took it meanwhile
+    command = replace(WORK, dispatched=task())
+    assert (await world.use_case.execute(command)).outcome is FileOutcome.BUSY
+    assert world.stored.lease_owner == "other"
+    assert world.jobs.items[JOB_ID].completed_tasks == 0
+
+
+class CountingJobs(InMemoryJobs):
+    reads = 0
+
+    async def get(self, job_id: str, *, counted: bool = True):  # type: ignore[no-untyped-def]
+        self.reads += 1
+        return await super().get(job_id, counted=counted)
+
+
+def job_reading_world(stored: DownloadTask) -> tuple[World, CountingJobs]:
+    world = small_world(stored)
+    jobs = CountingJobs()
+    jobs.items = world.jobs.items  # the same jobs: only RecentJobs' reads are counted
+    world.use_case = replace(world.use_case, recent=RecentJobs(jobs, world.clock))
+    return world, jobs
+
+
+async def test_a_work_item_dispatched_a_moment_ago_is_copied_without_reading_its_job():
+    world, jobs = job_reading_world(SMALL)
+    result = await world.use_case.execute(replace(WORK, dispatched=SMALL))  # created at T0
+    assert result.outcome is FileOutcome.RECORDED
+    assert jobs.reads == 0
+    assert world.jobs.items[JOB_ID].status is JobStatus.COMPLETED
+
+
+async def test_an_older_work_item_of_a_cancelled_job_is_dropped_uncopied():
+    world, _ = job_reading_world(SMALL)
+    world.jobs.items[JOB_ID] = a_job(status=JobStatus.CANCELLED, total=1)
+    world.clock.advance(5)  # older than RecentJobs' ttl: its job is read
+    result = await world.use_case.execute(replace(WORK, dispatched=SMALL))
+    assert result.outcome is FileOutcome.JOB_ENDED
+    assert world.transfer.calls == []

@@ -7,11 +7,11 @@ import pytest
 
 from src.application.callback_answer import success_output
 from src.application.commands import ReapCommand
-from src.application.ports.work_queue import TaskRef
 from src.application.ports.workflow_callbacks import CallbackUnavailable
 from src.application.use_cases.complete_job import CompleteJob
 from src.application.use_cases.reap_stuck_jobs import LEASE_NAME, ReaperPolicy, ReapStuckJobs
-from src.domain.download_task import DownloadTask, TaskStatus, task_id_for
+from src.domain.dispatch_progress import DispatchProgress
+from src.domain.download_task import DownloadTask, task_id_for
 from src.domain.errors import JobErrorCode
 from src.domain.events import JOB_COMPLETED, JOB_FAILED
 from src.domain.export_job import CallbackRecord, ExportJob
@@ -52,9 +52,7 @@ class World:
 
     def replica(self) -> ReapStuckJobs:
         complete = CompleteJob(self.jobs, self.callbacks, self.events, self.clock)
-        return ReapStuckJobs(
-            self.jobs, self.tasks, self.queue, complete, self.leases, self.clock, POLICY
-        )
+        return ReapStuckJobs(self.jobs, self.queue, complete, self.leases, self.clock, POLICY)
 
     @property
     def stored(self) -> ExportJob:
@@ -254,49 +252,56 @@ def stalled_downloading(total: int, completed: int = 0, failed: int = 0) -> Expo
 
 
 async def world_with_tasks(now: datetime = AFTER_STALL) -> World:
-    """A stalled job with one task in each state: PENDING, RUNNING under an expired
-    lease, RUNNING under a valid lease, COMPLETED."""
+    """A stalled job (1 of 4 files recorded) whose other work items are nowhere."""
     world = World(stalled_downloading(total=4, completed=1), now=now)
-    pending = a_task(0)
-    expired = a_task(1).start("dead-replica", now - timedelta(seconds=1))
-    leased = a_task(2).start("busy-replica", now + timedelta(minutes=5))
     done = a_task(3).start("replica-c", STALLED_AT).succeed(size=1, sha256="0" * 64, now=T0)
-    await world.tasks.add_all([pending, expired, leased, done])
+    await world.tasks.add_all([done])
     return world
 
 
-async def test_stalled_job_requeues_only_pending_and_expired_running_tasks():
+async def test_a_stalled_job_with_nothing_queued_is_dispatched_again():
     world = await world_with_tasks()
     report = await world.use_case.execute(REAP)
-    assert report.tasks_redriven == 2
-    assert world.queue.refs == [TaskRef(JOB_ID, "00000", 0), TaskRef(JOB_ID, "00001", 1)]
-    assert world.stored.status is JobStatus.DOWNLOADING
-    assert world.stored.updated_at == AFTER_STALL
-    tasks = await world.tasks.list_for_job(JOB_ID)
-    assert [t.status for t in tasks] == [
-        TaskStatus.PENDING,
-        TaskStatus.RUNNING,
-        TaskStatus.RUNNING,
-        TaskStatus.COMPLETED,
-    ]
+    assert report.jobs_redispatched == 1
+    # due at once for the dispatchers, who skip what is recorded already
+    assert world.stored.dispatch == DispatchProgress(cursor=0, attempts=0)
+    assert (world.stored.lease_owner, world.stored.status) == (None, JobStatus.DOWNLOADING)
+    claimed = await world.jobs.claim_unfinished_dispatches(
+        world.clock.now(), "b", world.clock.now() + timedelta(seconds=30), 5
+    )
+    assert [j.job_id for j in claimed] == [JOB_ID]
+    assert world.queue.refs == []  # the reaper sends nothing itself
 
 
-async def test_requeued_job_is_not_requeued_again_until_it_stalls_again():
+async def test_a_stalled_job_behind_a_backlog_is_not_dispatched_again():
+    world = await world_with_tasks()
+    world.queue.waiting = 40  # work items waiting their turn are not lost
+    report = await world.use_case.execute(REAP)
+    assert report.jobs_redispatched == 0
+    assert world.stored.dispatch is None
+    assert world.stored.updated_at == AFTER_STALL  # looked at again after stall_after
+
+
+async def test_a_job_dispatched_again_is_not_again_until_it_stalls_again():
     world = await world_with_tasks()
     await world.use_case.execute(REAP)
     world.clock.advance(60)
-    assert (await world.use_case.execute(REAP)).tasks_redriven == 0
-    assert len(world.queue.refs) == 2
-    world.clock.advance(POLICY.stall_after.total_seconds())
-    # Stalled again; by now the busy replica's lease has run out as well.
-    assert (await world.use_case.execute(REAP)).tasks_redriven == 3
-    assert [ref.index for ref in world.queue.refs] == [0, 1, 0, 1, 2]
+    assert (await world.use_case.execute(REAP)).jobs_redispatched == 0  # dispatching
+    await world.jobs.advance_dispatch(JOB_ID, "b", 0, None, world.clock.now())  # no-op: not b's
+    claimed = await world.jobs.claim_unfinished_dispatches(
+        world.clock.now(), "b", world.clock.now() + timedelta(seconds=30), 5
+    )
+    assert await world.jobs.advance_dispatch(JOB_ID, "b", 0, None, world.clock.now())
+    assert claimed and world.stored.dispatch is None
+    assert (await world.use_case.execute(REAP)).jobs_redispatched == 0  # progress just now
+    world.clock.advance(POLICY.stall_after.total_seconds() + 1)
+    assert (await world.use_case.execute(REAP)).jobs_redispatched == 1
 
 
 async def test_job_with_recent_progress_is_not_stalled():
     world = await world_with_tasks(now=STALLED_AT + POLICY.stall_after - timedelta(seconds=1))
     report = await world.use_case.execute(REAP)
-    assert report.tasks_redriven == 0
+    assert report.jobs_redispatched == 0
     assert world.queue.refs == []
     assert world.stored.updated_at == STALLED_AT
 

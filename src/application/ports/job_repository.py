@@ -29,7 +29,10 @@ class JobRepository(Protocol):
         """Store a new job. False (and nothing written) when the jobId already exists."""
         ...
 
-    async def get(self, job_id: str) -> ExportJob | None: ...
+    async def get(self, job_id: str, *, counted: bool = True) -> ExportJob | None:
+        """The job as stored. `counted` False: a DOWNLOADING job's file counters may be
+        behind (they are counted apart from the job), for one read less."""
+        ...
 
     async def save(self, job: ExportJob) -> ExportJob:
         """Write the job if nobody wrote it since it was read (same version); return it
@@ -77,6 +80,12 @@ class JobRepository(Protocol):
         """Keep why the chunk at `cursor` failed, for whoever takes it up next; the lease
         is held until `retry_at`, so that is no sooner than then. Same condition as
         advance_dispatch."""
+        ...
+
+    async def restart_dispatch(self, job_id: str, now: datetime) -> bool:
+        """A DOWNLOADING job whose dispatch has finished is to be dispatched again from its
+        first file (its work items were lost): due at `now` for claim_unfinished_dispatches.
+        False when it is not DOWNLOADING or a dispatch of it is unfinished."""
         ...
 
     async def claim_unfinished_dispatches(

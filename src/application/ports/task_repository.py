@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from typing import Protocol
@@ -18,6 +19,13 @@ class RecordOutcome(Enum):
     # counted on a job dispatched by an earlier version: whether it was the last file,
     # the job's own read tells (CompleteJob)
     COUNTED_MAYBE_LAST = "counted_maybe_last"
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    outcome: RecordOutcome
+    # COUNTED_LAST: the job's final (completed, failed), so nobody reads them again
+    final_counts: tuple[int, int] | None = None
 
 
 class TaskRepository(Protocol):
@@ -64,7 +72,7 @@ class TaskRepository(Protocol):
 
     async def record_result(
         self, task: DownloadTask, owner: str, *, leased: bool = True
-    ) -> RecordOutcome:
+    ) -> Recorded:
         """Write the finished task and count it (completed or failed), atomically, in one
         round trip unless it is the job's last file (then two). DUPLICATE, with nothing
         counted, when the task is finished already or, leased, no longer RUNNING under

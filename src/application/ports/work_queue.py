@@ -29,3 +29,7 @@ class WorkQueue(Protocol):
     what still could not be sent."""
 
     async def publish(self, refs: Sequence[TaskRef]) -> None: ...
+
+    async def backlog(self) -> int:
+        """About how many work items the queue holds (waiting, in flight or delayed)."""
+        ...

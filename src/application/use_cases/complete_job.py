@@ -50,7 +50,7 @@ class CompleteJob:
 
     async def execute(self, command: CompleteJobCommand) -> CompleteResult:
         for _ in range(_MAX_RACES):
-            job = await self.jobs.get(command.job_id)
+            job = await self._read(command)
             if job is None:
                 raise JobNotFound(command.job_id)
             if job.is_terminal:
@@ -63,6 +63,14 @@ class CompleteJob:
                 continue  # someone wrote first: look again (they may have finished it)
             return CompleteResult(await self._announce(job), won=True)
         raise ConditionFailed(f"job {command.job_id} kept changing while completing")
+
+    async def _read(self, command: CompleteJobCommand) -> ExportJob | None:
+        if command.final_counts is None:
+            return await self.jobs.get(command.job_id)
+        job = await self.jobs.get(command.job_id, counted=False)
+        if job is None or job.status is not JobStatus.DOWNLOADING:
+            return job
+        return job.with_progress(*command.final_counts, None)
 
     def _finished(self, job: ExportJob, command: CompleteJobCommand) -> ExportJob:
         now = self.clock.now()

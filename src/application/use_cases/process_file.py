@@ -22,7 +22,6 @@ from src.application.services.recent_jobs import RecentJobs
 from src.application.use_cases.complete_job import CompleteJob, JobNotFound
 from src.domain.download_task import DownloadTask, TaskStatus
 from src.domain.events import TASK_COMPLETED, TASK_FAILED, DomainEvent
-from src.domain.export_job import ExportJob
 from src.domain.job_status import JobStatus
 from src.domain.upload_checkpoint import UploadCheckpoint
 
@@ -38,6 +37,11 @@ class FileOutcome(Enum):
     UNKNOWN = "unknown"  # no such task
 
 
+@dataclass(slots=True)
+class _LazyLease:
+    held: DownloadTask | None = None  # the task as claimed, once it was
+
+
 @dataclass(frozen=True, slots=True)
 class FileResult:
     outcome: FileOutcome
@@ -46,19 +50,21 @@ class FileResult:
 
 @dataclass(frozen=True, slots=True)
 class ProcessFile:
-    """Leases the task, streams the file, then records the result and the job's counter
-    in one transaction that only the lease holder of a RUNNING task can make, so a
-    redelivered work item never counts twice. A work item's first delivery carries the
-    task as dispatched (no read), and a file declared smaller than one multipart part is
-    copied without a lease: its result write is conditional on the task not being
-    finished, which is what keeps it counted once. Whoever records the last file runs
-    CompleteJob, whose conditional write has exactly one winner.
+    """Streams one file into the object store and records its result and the job's
+    counters in one transaction, conditional on the task not being finished (and, when
+    leased, on the lease), so a redelivered work item never counts twice. The common case
+    costs the copy and that one write: the work item carries the task (no read on its
+    first delivery), the job's status comes from RecentJobs (one read per job every few
+    seconds), a file not declared big is copied without a lease, and the write tells
+    whether it counted the job's last file: only then does CompleteJob run, whose
+    conditional write has exactly one winner.
 
-    The lease is short and renewed every third of it while the copy is alive (each stored
-    part of a big file is checkpointed in the same write), so a dead worker's file is free
-    again about one lease later and resumes from its last stored part. A URL about to
-    expire, or refused with 403, is replaced by the one the Export API lists now for the
-    same file; only a file it no longer lists fails."""
+    A file declared big is leased before its copy starts; one that turns out big is
+    leased at its first stored part. The lease is short and renewed every third of it
+    (and by each stored part's checkpoint), so a dead worker's file is free again about
+    one lease later and resumes from its last stored part. A URL about to expire, or
+    refused with 403, is replaced by the one the Export API lists now for the same file;
+    only a file it no longer lists fails."""
 
     recent: RecentJobs  # the job's status, read once per job every few seconds
     tasks: TaskRepository
@@ -84,15 +90,15 @@ class ProcessFile:
             with contextlib.suppress(JobNotFound):  # the job item expired meanwhile
                 await self.complete_job.execute(CompleteJobCommand(command.job_id))
             return FileResult(FileOutcome.ALREADY_DONE)
-        job = await self.recent.get(command.job_id)
-        if job is None or job.is_terminal:
-            return FileResult(FileOutcome.JOB_ENDED)
-        if job.status is not JobStatus.DOWNLOADING:
-            return FileResult(FileOutcome.NOT_READY)
         now = self.clock.now()
+        if not self._just_dispatched(command, task, now):
+            job = await self.recent.get(command.job_id)
+            if job is None or job.is_terminal:
+                return FileResult(FileOutcome.JOB_ENDED)
+            if job.status is not JobStatus.DOWNLOADING:
+                return FileResult(FileOutcome.NOT_READY)
         if self._small(task) and not task.is_leased(now):
-            finished = await self._copy(job, task.start_unleased(), command.owner, None)
-            return await self._record(finished, command.owner, leased=False)
+            return await self._unleased(task, command.owner)
         claimed = await self.tasks.claim(task, command.owner, now + self.lease, now)
         if claimed is None:
             return self._busy(await self.tasks.get(command.job_id, command.task_id), now)
@@ -100,7 +106,7 @@ class ProcessFile:
         try:
             finished = await keeper.hold(
                 lambda until: self.tasks.renew(claimed, command.owner, until, None),
-                self._copy(job, claimed, command.owner, keeper),
+                self._copy(claimed, command.owner, keeper),
             )
         except LeaseLost:
             log.warning("another worker took the file over; leaving it", task_id=task.task_id)
@@ -119,13 +125,41 @@ class ProcessFile:
         return stored or command.dispatched
 
     def _small(self, task: DownloadTask) -> bool:
-        """Declared smaller than one multipart part: one PUT, nothing to resume, so no
-        lease is taken (a duplicate copy writes the same bytes to the same key)."""
+        """Not declared at least one multipart part big, and no copy to resume: likely one
+        PUT, with nothing to resume, so no lease is taken up front (a duplicate copy
+        writes the same bytes to the same key; only one result is recorded)."""
         size = task.expected_size
-        return size is not None and size < self.unleased_below
+        fits = size is None or size < self.unleased_below
+        return self.unleased_below > 0 and task.upload is None and fits
+
+    def _just_dispatched(
+        self, command: ProcessFileCommand, task: DownloadTask, now: datetime
+    ) -> bool:
+        """A work item dispatched less than RecentJobs' ttl ago, on its first delivery, is
+        as good as a read of its job that recent: dispatchers send work items only for a
+        DOWNLOADING job they hold. Its job need not be read again."""
+        if command.dispatched is None or command.redelivered:
+            return False
+        return timedelta(0) <= now - task.created_at < self.recent.ttl
+
+    async def _unleased(self, task: DownloadTask, owner: str) -> FileResult:
+        """A file that turns out bigger than one part is leased at its first stored part,
+        so that from then on its checkpoints can be handed over (see _copy)."""
+        lazy = _LazyLease()
+        try:
+            finished = await self._copy(task.start_unleased(), owner, None, lazy)
+        except LeaseLost:
+            log.warning("another worker holds the file; leaving it", task_id=task.task_id)
+            return FileResult(FileOutcome.BUSY, int(self.lease.total_seconds()))
+        except BaseException:
+            if lazy.held is not None:
+                await asyncio.shield(self.tasks.release(lazy.held, owner))
+            raise
+        return await self._record(finished, owner, leased=lazy.held is not None)
 
     async def _record(self, finished: DownloadTask, owner: str, *, leased: bool) -> FileResult:
-        outcome = await self.tasks.record_result(finished, owner, leased=leased)
+        recorded = await self.tasks.record_result(finished, owner, leased=leased)
+        outcome = recorded.outcome
         if outcome is RecordOutcome.DUPLICATE:
             log.info("result already recorded elsewhere", task_id=finished.task_id)
             return FileResult(FileOutcome.ALREADY_DONE)
@@ -134,8 +168,9 @@ class ProcessFile:
             DomainEvent(name, finished.job_id, self.clock.now(), {"taskId": finished.task_id})
         )
         if outcome is not RecordOutcome.COUNTED:  # the last file (or it may be): finish
+            command = CompleteJobCommand(finished.job_id, final_counts=recorded.final_counts)
             with contextlib.suppress(JobNotFound):
-                await self.complete_job.execute(CompleteJobCommand(finished.job_id))
+                await self.complete_job.execute(command)
         return FileResult(FileOutcome.RECORDED)
 
     @staticmethod
@@ -148,14 +183,26 @@ class ProcessFile:
         return FileResult(FileOutcome.BUSY, max(1, min(int(left) + 1, 43_200)))
 
     async def _copy(
-        self, job: ExportJob, task: DownloadTask, owner: str, keeper: LeaseKeeper | None
+        self,
+        task: DownloadTask,
+        owner: str,
+        keeper: LeaseKeeper | None,
+        lazy: _LazyLease | None = None,
     ) -> DownloadTask:
         async def checkpoint(upload: UploadCheckpoint) -> None:
             nonlocal task
-            if keeper is None:  # declared small, yet multipart: nothing to hand over
+            if keeper is None and lazy is None:
                 return
+            until = keeper.until() if keeper else self.clock.now() + self.lease
+            if lazy is not None and lazy.held is None:
+                # Unleased so far, and multipart after all: lease it now. Its lease is
+                # then renewed by each stored part's checkpoint.
+                claimed = await self.tasks.claim(task, owner, until, self.clock.now())
+                if claimed is None:
+                    raise LeaseLost("another worker holds the file")
+                lazy.held = claimed
             try:
-                kept = await self.tasks.renew(task, owner, keeper.until(), upload)
+                kept = await self.tasks.renew(task, owner, until, upload)
             except Exception as err:  # throttled: the next part's checkpoint covers this one
                 log.warning("checkpoint not stored; will retry", error=type(err).__name__)
                 return
@@ -165,7 +212,7 @@ class ProcessFile:
 
         if task.url_expires_within(self.clock.now(), self.url_margin):
             log.info("download URL expires soon; asking for a fresh one", index=task.index)
-            task = await self._fresh_url(job, task)
+            task = await self._fresh_url(task)
             if task.status is TaskStatus.FAILED:
                 return task
         refreshed = False
@@ -182,7 +229,7 @@ class ProcessFile:
             except TransferFailed as err:
                 if err.url_refused and not refreshed and self.export_api is not None:
                     log.info("download URL refused; asking for a fresh one", index=task.index)
-                    task, refreshed = await self._fresh_url(job, task), True
+                    task, refreshed = await self._fresh_url(task), True
                     if task.status is TaskStatus.FAILED:
                         return task
                     continue
@@ -193,11 +240,14 @@ class ProcessFile:
             log.info("file stored", index=task.index, key=result.key, bytes=result.bytes)
             return task.succeed(size=result.bytes, sha256=result.sha256, now=self.clock.now())
 
-    async def _fresh_url(self, job: ExportJob, task: DownloadTask) -> DownloadTask:
+    async def _fresh_url(self, task: DownloadTask) -> DownloadTask:
         """The URL the Export API lists now for this file (same index and name). Its being
         unavailable raises: the work item is retried later, the file is not failed."""
         if self.export_api is None:
             return task
+        job = await self.recent.get(task.job_id)
+        if job is None:  # expired meanwhile: nothing to ask the Export API about
+            return task.fail("the job no longer exists", self.clock.now())
         status = await self.export_api.get_export(job.export_id)
         listed = status.files[task.index] if task.index < len(status.files) else None
         if (

@@ -11,10 +11,8 @@ from src.application.commands import CompleteJobCommand, ReapCommand
 from src.application.ports.clock import Clock
 from src.application.ports.job_repository import ConditionFailed, JobRepository
 from src.application.ports.leases import Leases
-from src.application.ports.task_repository import TaskRepository
-from src.application.ports.work_queue import TaskRef, WorkQueue
+from src.application.ports.work_queue import WorkQueue
 from src.application.use_cases.complete_job import CompleteJob
-from src.domain.download_task import TaskStatus
 from src.domain.errors import JobErrorCode
 from src.domain.export_job import ExportJob, JobError
 from src.domain.job_status import JobStatus
@@ -41,20 +39,20 @@ class ReapReport:
     ran: bool
     callbacks_retried: int = 0
     callbacks_abandoned: int = 0
-    tasks_redriven: int = 0
+    jobs_redispatched: int = 0
     jobs_finished: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class ReapStuckJobs:
     """Holds a lease so one replica reaps at a time. Answers workflows still owed an
-    answer (bounded attempts), re-queues download tasks of stalled jobs whose work items
-    were lost (PENDING, or RUNNING under an expired lease), completes jobs whose last
-    file was recorded but not followed by CompleteJob, and fails jobs past the overall
+    answer (bounded attempts), dispatches again the stalled jobs whose work items were
+    lost (no progress for `stall_after` and nothing left in the queue: a backlog is not
+    lost work), completes jobs whose last file was recorded but not followed by
+    CompleteJob, and fails jobs past the overall
     deadline with a callback (ProcessingError)."""
 
     jobs: JobRepository
-    tasks: TaskRepository
     queue: WorkQueue
     complete_job: CompleteJob
     leases: Leases
@@ -127,17 +125,19 @@ class ReapStuckJobs:
         return redriven, finished
 
     async def _redrive(self, job: ExportJob, now: datetime) -> int:
-        lost = [
-            TaskRef(t.job_id, t.task_id, t.index)
-            for t in await self.tasks.list_for_job(job.job_id)
-            if t.status is TaskStatus.PENDING
-            or (t.status is TaskStatus.RUNNING and not t.is_leased(now))
-        ]
-        if lost:
-            log.warning("re-queueing lost download tasks", count=len(lost))
-            await self.queue.publish(lost)
-        await self._save_quietly(replace(job, updated_at=now))  # not stalled again at once
-        return len(lost)
+        """Work items are lost only when the queue holds none: a backlog means they are
+        waiting their turn (re-sending them would only grow it). Lost ones are sent again
+        by dispatching the job anew from its first file: the dispatcher reads the listing
+        again (fresh URLs) and skips the files already recorded."""
+        await self._save_quietly(replace(job, updated_at=now))  # not looked at again soon
+        waiting = await self.queue.backlog()
+        if waiting:
+            log.info("stalled download job behind a backlog; not re-sent", backlog=waiting)
+            return 0
+        restarted = await self.jobs.restart_dispatch(job.job_id, now)
+        if restarted:
+            log.warning("download job stalled with no work queued; dispatching it again")
+        return int(restarted)
 
     async def _save_quietly(self, job: ExportJob) -> None:
         try:

@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError
 
 from src.domain.job_status import JobStatus
 from src.domain.time import iso_ms
+from src.infrastructure.dynamodb.due_index import DISPATCH
 from src.infrastructure.dynamodb.errors import lost_race
 
 _HELD = "#s = :downloading AND leaseOwner = :owner AND dispatchCursor = :cursor"
@@ -70,6 +71,26 @@ async def record_failure(
             ":cursor": {"N": str(cursor)},
             ":error": {"S": error},
             ":retry": {"S": iso_ms(retry_at)},
+            ":one": {"N": "1"},
+        },
+    )
+
+
+async def restart(client: Any, table: str, job_id: str, now: datetime) -> bool:
+    return await _conditional(
+        client,
+        TableName=table,
+        Key={"jobId": {"S": job_id}},
+        UpdateExpression="SET dispatchCursor = :zero, dispatchAttempts = :zero, "
+        "dueKind = :kind, dueAt = :now REMOVE leaseOwner, leaseExpiresAt, dispatchLastError "
+        "ADD version :one",
+        ConditionExpression="#s = :downloading AND attribute_not_exists(dispatchCursor)",
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues={
+            ":downloading": {"S": JobStatus.DOWNLOADING.value},
+            ":zero": {"N": "0"},
+            ":kind": {"S": DISPATCH},
+            ":now": {"S": iso_ms(now)},
             ":one": {"N": "1"},
         },
     )

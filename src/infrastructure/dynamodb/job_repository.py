@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -27,6 +28,9 @@ class DynamoDbJobRepository:  # implements JobRepository
         self._client = client
         self._table = table_name
         self._tasks = tasks_table
+        # Ids this process is claiming right now: overlapping rounds (and the heartbeat)
+        # of one replica skip them instead of losing a conditional write to themselves.
+        self._claiming: set[tuple[str, str]] = set()
 
     async def create(self, job: ExportJob) -> bool:
         item = {k: to_attr(v) for k, v in job_mapping.to_item(job).items() if v is not None}
@@ -44,12 +48,15 @@ class DynamoDbJobRepository:  # implements JobRepository
             raise
         return True
 
-    async def get(self, job_id: str) -> ExportJob | None:
+    async def get(self, job_id: str, *, counted: bool = True) -> ExportJob | None:
         response = await self._client.get_item(
             TableName=self._table, Key={"jobId": {"S": job_id}}, ConsistentRead=True
         )
         item = response.get("Item")
-        return await self._with_progress(job_mapping.from_item(from_item(item))) if item else None
+        if item is None:
+            return None
+        job = job_mapping.from_item(from_item(item))
+        return await self._with_progress(job) if counted else job
 
     async def _with_progress(self, job: ExportJob) -> ExportJob:
         if job.status is not JobStatus.DOWNLOADING or self._tasks is None:
@@ -144,6 +151,9 @@ class DynamoDbJobRepository:  # implements JobRepository
             self._client, self._table, job_id, owner, cursor, error, retry_at
         )
 
+    async def restart_dispatch(self, job_id: str, now: datetime) -> bool:
+        return await job_claims.restart(self._client, self._table, job_id, now)
+
     async def claim_unfinished_dispatches(
         self, now: datetime, owner: str, until: datetime, limit: int
     ) -> list[ExportJob]:
@@ -156,10 +166,24 @@ class DynamoDbJobRepository:  # implements JobRepository
     ) -> list[ExportJob]:
         claimed = []
         for job_id in await due_index.due(self._client, self._table, kind, now, limit):
-            item = await claim(self._client, self._table, job_id, owner, until, now)
+            with self._claim_once(kind, job_id) as mine:
+                if not mine:
+                    continue
+                item = await claim(self._client, self._table, job_id, owner, until, now)
             if item is not None:  # else another replica claimed it (or the index lagged)
                 claimed.append(job_mapping.from_item(from_item(item)))
         return claimed
+
+    @contextlib.contextmanager
+    def _claim_once(self, kind: str, job_id: str) -> Iterator[bool]:
+        if (kind, job_id) in self._claiming:
+            yield False
+            return
+        self._claiming.add((kind, job_id))
+        try:
+            yield True
+        finally:
+            self._claiming.discard((kind, job_id))
 
     async def adopt_unscheduled(self, now: datetime, limit: int) -> int:
         waiting = "(attribute_exists(taskToken) OR attribute_exists(waitingTokens))"
@@ -206,7 +230,10 @@ class DynamoDbJobRepository:  # implements JobRepository
     ) -> list[ExportJob]:
         claimed = []
         for job_id in await due_index.heartbeats_due(self._client, self._table, now, limit):
-            item = await self._move_heartbeat(job_id, now, next_at)
+            with self._claim_once("heartbeat", job_id) as mine:
+                if not mine:
+                    continue
+                item = await self._move_heartbeat(job_id, now, next_at)
             if item is not None:
                 claimed.append(job_mapping.from_item(from_item(item)))
         return claimed

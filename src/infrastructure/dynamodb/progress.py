@@ -70,3 +70,8 @@ def counters(item: dict[str, Any]) -> tuple[int, int, datetime | None]:
     """(completed, failed, updatedAt) of a plain item."""
     at = item.get("updatedAt")
     return int(item.get("completed", 0)), int(item.get("failed", 0)), parse_iso(at) if at else None
+
+
+def counts(item: dict[str, Any]) -> tuple[int, int]:
+    """(completed, failed) of a raw item (attribute values)."""
+    return int(item.get("completed", {}).get("N", 0)), int(item.get("failed", {}).get("N", 0))

@@ -10,7 +10,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from src.application.ports.task_repository import RecordOutcome
+from src.application.ports.task_repository import Recorded, RecordOutcome
 from src.domain.download_task import DownloadTask, TaskStatus, task_id_for
 from src.domain.job_status import JobStatus
 from src.domain.time import iso_ms
@@ -31,6 +31,10 @@ class _Contended(Exception):
 
 class _Last(Exception):
     """The file would take the job's pending count to 0: record it as the last one."""
+
+    def __init__(self, counters: dict[str, Any]) -> None:
+        super().__init__("the last file")
+        self.counters = counters  # as they were before it (raw attribute values)
 
 
 class _NoProgressItem(Exception):
@@ -216,49 +220,54 @@ class DynamoDbTaskRepository:  # implements TaskRepository
 
     async def record_result(
         self, task: DownloadTask, owner: str, *, leased: bool = True
-    ) -> RecordOutcome:
+    ) -> Recorded:
         """Conflicts with other writers of the same counters (many workers finishing
         files at once) are retried: only a failed *condition* means "already recorded"."""
-        last = False
+        before: dict[str, Any] | None = None  # the counters just before the last file
         for attempt in range(1, _TRANSACTION_ATTEMPTS + 1):
             try:
-                return await self._record_once(task, owner, leased, last=last)
-            except _Last:
-                last = True  # the same file again, as the one that finishes the job
+                return await self._record_once(task, owner, leased, before)
+            except _Last as last:
+                before = last.counters  # the same file again, as the one that ends the job
             except _NoProgressItem:
                 return await self._record_on_job_item(task, owner, leased)
             except _Contended:
                 if attempt == _TRANSACTION_ATTEMPTS:
                     raise
-                last = False  # look again from the start
+                before = None  # look again from the start
                 await asyncio.sleep(random.uniform(0, 0.05 * 2**attempt))
         raise _Contended("the job's counters kept changing")
 
     async def _record_once(
-        self, task: DownloadTask, owner: str, leased: bool, *, last: bool
-    ) -> RecordOutcome:
+        self, task: DownloadTask, owner: str, leased: bool, before: dict[str, Any] | None
+    ) -> Recorded:
         at = task.finished_at or datetime.now(UTC)
         succeeded = task.status is TaskStatus.COMPLETED
-        count = progress.count(self._tasks, task.job_id, succeeded, at, last=last)
+        count = progress.count(self._tasks, task.job_id, succeeded, at, last=before is not None)
         reasons = await self._transact(self._finished_task(task, owner, leased), count)
         if reasons is None:
-            return RecordOutcome.COUNTED_LAST if last else RecordOutcome.COUNTED
+            if before is None:
+                return Recorded(RecordOutcome.COUNTED)
+            completed, failed = progress.counts(before)
+            final = (completed + succeeded, failed + (not succeeded))
+            return Recorded(RecordOutcome.COUNTED_LAST, final)
         if reasons[0].get("Code") == "ConditionalCheckFailed":
-            return RecordOutcome.DUPLICATE  # recorded already (or taken over)
+            return Recorded(RecordOutcome.DUPLICATE)  # recorded already (or taken over)
         if reasons[1].get("Code") != "ConditionalCheckFailed":
             raise _Contended(",".join(r.get("Code", "None") for r in reasons))
-        left = progress.pending(reasons[1].get("Item"))
-        if left is None:  # not returned (an emulator that does not), or no such item
-            left = await self._pending(task.job_id)
-        if left is None:
+        counters = reasons[1].get("Item")
+        if progress.pending(counters) is None:  # not returned (some emulators), or none
+            counters = await self._counters(task.job_id)
+        left = progress.pending(counters)
+        if left is None or counters is None:
             raise _NoProgressItem(task.job_id)
-        if left == 1 and not last:
-            raise _Last(task.job_id)
-        if left > 1 and last:
+        if left == 1 and before is None:
+            raise _Last(counters)
+        if left > 1 and before is not None:
             raise _Contended("not the last file after all")  # counted meanwhile: again
         # Nothing left to count: every file was counted already. Keep the task's story.
         await self._record_task_only(task, owner, leased)
-        return RecordOutcome.DUPLICATE
+        return Recorded(RecordOutcome.DUPLICATE)
 
     async def _transact(self, *items: dict[str, Any]) -> list[dict[str, Any]] | None:
         """None when written; else the cancellation reasons, one per item."""
@@ -278,15 +287,14 @@ class DynamoDbTaskRepository:  # implements TaskRepository
             return reasons
         return None
 
-    async def _pending(self, job_id: str) -> int | None:
+    async def _counters(self, job_id: str) -> dict[str, Any] | None:
         response = await self._client.get_item(
             TableName=self._tasks, Key=progress.key(job_id), ConsistentRead=True
         )
-        return progress.pending(response.get("Item"))
+        item: dict[str, Any] | None = response.get("Item")
+        return item
 
-    async def _record_on_job_item(
-        self, task: DownloadTask, owner: str, leased: bool
-    ) -> RecordOutcome:
+    async def _record_on_job_item(self, task: DownloadTask, owner: str, leased: bool) -> Recorded:
         """A job dispatched by an earlier version counts on the job item itself (the last
         file is then found by CompleteJob's read, as it was)."""
         counter = "completedTasks" if task.status is TaskStatus.COMPLETED else "failedTasks"
@@ -294,13 +302,13 @@ class DynamoDbTaskRepository:  # implements TaskRepository
             count = self._count(task.job_id, counter, task.finished_at)
             reasons = await self._transact(self._finished_task(task, owner, leased), count)
             if reasons is None:
-                return RecordOutcome.COUNTED_MAYBE_LAST
+                return Recorded(RecordOutcome.COUNTED_MAYBE_LAST)
             task_refused = reasons[0].get("Code") == "ConditionalCheckFailed"
             job_refused = reasons[1].get("Code") == "ConditionalCheckFailed"
             if task_refused or job_refused:
                 if job_refused and not task_refused:
                     await self._record_task_only(task, owner, leased)  # job ended
-                return RecordOutcome.DUPLICATE
+                return Recorded(RecordOutcome.DUPLICATE)
             if attempt < _TRANSACTION_ATTEMPTS:
                 await asyncio.sleep(random.uniform(0, 0.05 * 2**attempt))
         raise _Contended("the job item kept changing")

@@ -13,6 +13,11 @@ from src.application.ports.work_queue import PublishFailed, TaskRef
 from src.domain.time import iso_ms
 
 log = structlog.get_logger(__name__)
+_DEPTH = [
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+]
 
 
 class SqsWorkQueue:  # implements WorkQueue
@@ -30,6 +35,13 @@ class SqsWorkQueue:  # implements WorkQueue
         unsent = sum(results)
         if unsent:
             raise PublishFailed(f"{unsent} of {len(refs)} work items could not be queued")
+
+    async def backlog(self) -> int:
+        response = await self._client.get_queue_attributes(
+            QueueUrl=self._url, AttributeNames=_DEPTH
+        )
+        attributes = response.get("Attributes", {})
+        return sum(int(attributes.get(name, 0)) for name in _DEPTH)
 
     async def _send(self, batch: Sequence[TaskRef]) -> int:
         pending = {str(i): ref for i, ref in enumerate(batch)}
