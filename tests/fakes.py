@@ -101,7 +101,7 @@ class InMemoryJobs:  # implements JobRepository
         due = [
             job
             for job in self.items.values()
-            if job.status is JobStatus.POLLING
+            if job.status in (JobStatus.POLLING, JobStatus.PROCESSING)
             and job.poll is not None
             and job.poll.next_at <= now
             and (job.lease_expires_at is None or job.lease_expires_at <= now)

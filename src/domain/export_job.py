@@ -68,8 +68,11 @@ class ExportJob:
         now: datetime,
         metadata: Mapping[str, object] | None = None,
         task_token: TaskToken | None = None,
+        policy: PollPolicy | None = None,
     ) -> ExportJob:
-        """A new job starts PROCESSING, as the original's first write did."""
+        """A new job starts PROCESSING, as the original's first write did. With a poll
+        `policy` its first poll is scheduled (due now) in that same write; the claim of
+        that poll moves it to POLLING."""
         callback = CallbackStatus.PENDING if task_token else CallbackStatus.NOT_REQUIRED
         return cls(
             job_id=job_id,
@@ -81,6 +84,7 @@ class ExportJob:
             metadata=dict(metadata or {}),
             task_token=task_token,
             callback=CallbackRecord(callback),
+            poll=PollState.start(now, policy) if policy else None,
         )
 
     def has_task_token(self) -> bool:
@@ -157,9 +161,13 @@ class ExportJob:
         return replace(moved, poll=PollState.start(now, policy or PollPolicy()))
 
     def claimed_for_polling(self, owner: str, until: datetime) -> ExportJob:
-        """Leased to poll (or dispatch) it, and the attempt counted in the same write."""
+        """Leased to poll it, and the attempt counted in the same write; a job created
+        with its first poll scheduled moves from PROCESSING to POLLING there."""
         poll = self.poll.claimed() if self.poll else None
-        return replace(self.leased(owner, until), poll=poll)
+        status = JobStatus.POLLING if self.status is JobStatus.PROCESSING else self.status
+        if status not in (self.status, *ALLOWED[self.status]):
+            raise IllegalTransition(self.status, status)
+        return replace(self.leased(owner, until), poll=poll, status=status)
 
     def polled(self, now: datetime, policy: PollPolicy, error: str | None = None) -> ExportJob:
         """The claimed attempt is over (not ready, or failed with `error`): the next one

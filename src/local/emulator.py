@@ -11,6 +11,9 @@ Fidelity fixes and test hooks live in :class:`_Middleware`, wrapped around moto'
 * Every request is counted by operation (``calls``), and an optional fault predicate can
   answer JSON-protocol requests with a ``ThrottlingException`` (``set_fault``).
 
+moto's TransactWriteItems deep-copies every table it writes to, per transaction; the
+patched emulator keeps only the items it names (``moto_transactions``), same results.
+
 Two moto Step Functions gaps are patched in place (see ``_patch_moto``): ``SendTaskFailure``
 lost its cause, and a token of an ended execution answered ``InvalidToken`` where AWS answers
 ``TaskTimedOut``. The patches are process-global and cannot be undone:
@@ -179,6 +182,9 @@ def _patch_moto() -> None:
 
             return method
 
+        from src.local import moto_transactions
+
+        moto_transactions.apply()  # not a fidelity fix: moto's cost per transaction
         StepFunctionResponse.send_task_failure = send_task_failure  # type: ignore[method-assign]
         for name in ("send_task_success", "send_task_failure", "send_task_heartbeat"):
             original = getattr(StepFunctionsParserBackend, name)

@@ -127,6 +127,52 @@ def test_dynamodb_item_writes_are_serialised(aws: EmbeddedAws, resources: Resour
     assert item["c"] == {"N": "500"}
 
 
+def test_a_cancelled_transaction_leaves_every_item_it_named_as_it_was(
+    aws: EmbeddedAws, resources: Resources
+) -> None:
+    # The embedded emulator rolls back only the items a transaction names (moto copies the
+    # whole table per transaction): an applied Update, a new Put and an untouched neighbour.
+    ddb = client(aws, "dynamodb")
+    table, job = resources.tasks_table_name, str(uuid.uuid4())
+
+    def key(task: str) -> dict[str, Any]:
+        return {"jobId": {"S": job}, "taskId": {"S": task}}
+
+    ddb.put_item(TableName=table, Item={**key("a"), "n": {"N": "1"}})
+    ddb.put_item(TableName=table, Item={**key("b"), "n": {"N": "1"}})
+    with pytest.raises(ClientError) as failed:
+        ddb.transact_write_items(
+            TransactItems=[
+                {"Update": {"TableName": table, "Key": key("a"),
+                            "UpdateExpression": "ADD n :one",
+                            "ExpressionAttributeValues": {":one": {"N": "1"}}}},
+                {"Put": {"TableName": table, "Item": {**key("new"), "n": {"N": "9"}}}},
+                {"Update": {"TableName": table, "Key": key("b"),
+                            "UpdateExpression": "ADD n :one",
+                            "ConditionExpression": "n > :one",
+                            "ExpressionAttributeValues": {":one": {"N": "1"}},
+                            "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}},
+            ]
+        )  # fmt: skip
+    reasons = failed.value.response["CancellationReasons"]
+    assert [r["Code"] for r in reasons] == ["None", "None", "ConditionalCheckFailed"]
+    assert reasons[2]["Item"]["n"] == {"N": "1"}
+
+    def n(task: str) -> str | None:
+        item = ddb.get_item(TableName=table, Key=key(task), ConsistentRead=True).get("Item")
+        return item["n"]["N"] if item else None
+
+    assert (n("a"), n("new"), n("b")) == ("1", None, "1")
+    ddb.transact_write_items(
+        TransactItems=[
+            {"Update": {"TableName": table, "Key": key("a"), "UpdateExpression": "ADD n :one",
+                        "ExpressionAttributeValues": {":one": {"N": "1"}}}},
+            {"Put": {"TableName": table, "Item": {**key("new"), "n": {"N": "9"}}}},
+        ]
+    )  # fmt: skip
+    assert (n("a"), n("new"), n("b")) == ("2", "9", "1")
+
+
 def test_provision_is_idempotent_and_complete(
     aws: EmbeddedAws, prefix: str, resources: Resources
 ) -> None:

@@ -131,6 +131,29 @@ async def test_a_polling_claim_counts_the_attempt_and_a_failed_one_keeps_its_err
     assert read.lease_owner is None
 
 
+async def test_a_job_created_with_its_first_poll_scheduled_is_claimed_into_polling(jobs: Any):
+    job = ExportJob.create(
+        job_id=str(uuid.uuid4()), export_id="e", user_id="u", now=T0, policy=PollPolicy()
+    )
+    assert await jobs.create(job)  # one write: PROCESSING, first poll due now
+    stored = await jobs.get(job.job_id)
+    assert stored.status is JobStatus.PROCESSING and stored.poll is not None
+    at = T0 + timedelta(seconds=1)
+    found = await jobs.claim_due_for_polling(at, "p", at + timedelta(seconds=60), 1000)
+    [claimed] = [j for j in found if j.job_id == job.job_id]
+    assert (claimed.status, claimed.lease_owner) == (JobStatus.POLLING, "p")
+    assert claimed.poll is not None and claimed.poll.attempts == 1
+    assert (await jobs.get(job.job_id)).status is JobStatus.POLLING
+
+
+async def test_a_job_created_unscheduled_is_not_claimed_for_polling(jobs: Any):
+    job = ExportJob.create(job_id=str(uuid.uuid4()), export_id="e", user_id="u", now=T0)
+    assert await jobs.create(job)
+    at = T0 + timedelta(seconds=1)
+    found = await jobs.claim_due_for_polling(at, "p", at + timedelta(seconds=60), 1000)
+    assert job.job_id not in {j.job_id for j in found}
+
+
 # --- the dispatch cursor ----------------------------------------------------------------
 
 

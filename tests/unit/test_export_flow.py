@@ -133,7 +133,7 @@ class Pipeline:
         """Start the job, poll whenever it is due, then deliver every work item."""
         token = TaskToken(self.token) if self.token else None
         await self.start.execute(StartExportJobCommand(JOB_ID, EXPORT_ID, USER_ID, {}, token))
-        while self.job.status is JobStatus.POLLING:
+        while self.job.status in (JobStatus.PROCESSING, JobStatus.POLLING):
             assert self.job.poll is not None
             self.clock.current = max(self.clock.now(), self.job.poll.next_at)
             self.poll_times.append(self.clock.now())

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 
 from src.application.commands import StartExportJobCommand
 from src.application.services.workflow_answers import WorkflowAnswers
@@ -54,15 +55,17 @@ async def test_creates_the_job_with_processing_as_its_first_written_status():
     assert first_write.created_at == T0
 
 
-async def test_created_job_is_scheduled_for_its_first_poll_at_once():
+async def test_created_job_is_scheduled_for_its_first_poll_at_once_in_the_same_write():
     jobs = InMemoryJobs()
     result = await start(jobs).execute(COMMAND)
     stored = jobs.items[JOB_ID]
     assert result.job == stored
-    assert stored.status is JobStatus.POLLING
+    assert (stored.status, jobs.saves) == (JobStatus.PROCESSING, 0)  # one write: the create
     assert stored.poll is not None
     assert stored.poll.next_at == T0
     assert stored.task_token == TaskToken(RAW_TOKEN)
+    [claimed] = await jobs.claim_due_for_polling(T0, "poller", T0 + timedelta(minutes=1), 5)
+    assert (claimed.status, claimed.poll and claimed.poll.attempts) == (JobStatus.POLLING, 1)
 
 
 async def test_job_without_token_needs_no_callback():
@@ -104,10 +107,11 @@ async def test_duplicate_of_a_completed_job_does_not_reopen_it():
     assert jobs.items[JOB_ID].status is JobStatus.COMPLETED
 
 
-async def test_duplicate_of_a_job_left_processing_by_a_crash_schedules_its_polling():
+async def test_duplicate_of_a_job_left_processing_unscheduled_schedules_its_polling():
     jobs = InMemoryJobs()
     await start(jobs).execute(COMMAND)
-    jobs.items[JOB_ID] = jobs.created[0]  # as if the process died before the second write
+    # as an earlier version (or the original) left it: PROCESSING, no poll scheduled
+    jobs.items[JOB_ID] = replace(jobs.created[0], poll=None)
     result = await start(jobs).execute(COMMAND)
     assert not result.created
     assert jobs.items[JOB_ID].status is JobStatus.POLLING
@@ -173,7 +177,7 @@ async def test_a_job_without_a_token_gains_its_first_waiting_workflow():
 async def test_a_workflow_for_a_finished_job_is_answered_at_once_from_its_outcome():
     jobs, callbacks = InMemoryJobs(), FakeCallbacks()
     await start(jobs).execute(COMMAND)
-    done = jobs.items[JOB_ID].complete(T0)
+    done = jobs.items[JOB_ID].start_polling(T0).start_downloading(0, T0).complete(T0)
     jobs.items[JOB_ID] = replace(
         done, callback=replace(done.callback, status=CallbackStatus.DELIVERED)
     )

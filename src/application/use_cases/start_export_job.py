@@ -32,11 +32,12 @@ class StartResult:
 
 @dataclass(frozen=True, slots=True)
 class StartExportJob:
-    """Creates the job (PROCESSING) with a conditional put, then schedules its first poll
-    (POLLING). When the jobId exists already:
+    """Creates the job (PROCESSING, its first poll due at once) with one conditional put;
+    the poller's claim moves it to POLLING. When the jobId exists already:
 
     - the same message again (its token is the job's, or it has none): nothing changes,
-      except a job left PROCESSING by a crash between the two writes is scheduled now;
+      except a job left PROCESSING without a schedule (by an earlier version, or the
+      original service) is scheduled now;
     - another workflow sending the same job: it waits with the job (bounded, at most
       `max_waiting`) and gets the same answer; if the job has ended, it is answered from
       the stored outcome at once;
@@ -59,12 +60,13 @@ class StartExportJob:
             metadata=command.metadata,
             task_token=command.task_token,
             now=self.clock.now(),
+            policy=self.policy,  # its first poll is scheduled in the same write
         )
         if not await self.jobs.create(job):
             return await self._existing(command)
         log.info("export job created", has_task_token=job.has_task_token())
         await self.events.publish(DomainEvent(JOB_CREATED, job.job_id, job.created_at))
-        return StartResult(await self._schedule(job), created=True)
+        return StartResult(job, created=True)
 
     async def _existing(self, command: StartExportJobCommand) -> StartResult:
         for _ in range(_MAX_RACES):
@@ -77,7 +79,7 @@ class StartExportJob:
             token = command.task_token
             if token is None or job.knows_token(token):
                 log.info("duplicate export job ignored", status=job.status.value)
-                if job.status is JobStatus.PROCESSING:
+                if job.status is JobStatus.PROCESSING and job.poll is None:
                     job = await self._schedule(job)
                 return StartResult(job, created=False)
             if await self._another_workflow(job, token):

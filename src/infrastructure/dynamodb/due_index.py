@@ -28,7 +28,8 @@ def keys(job: ExportJob) -> dict[str, Any]:
     """`dueKind` and `dueAt` for the job as it is; both None (absent) when nothing is due."""
     if job.status is JobStatus.DOWNLOADING and job.dispatch is not None:
         return {"dueKind": DISPATCH, "dueAt": iso_ms(job.lease_expires_at or job.updated_at)}
-    if job.status is JobStatus.POLLING:
+    polled = job.status is JobStatus.PROCESSING and job.poll is not None  # first poll due
+    if job.status is JobStatus.POLLING or polled:
         at = job.poll.next_at if job.poll else job.updated_at
         if job.lease_expires_at is not None and job.lease_expires_at > at:
             at = job.lease_expires_at

@@ -114,27 +114,31 @@ async def claim_dispatch(
 async def claim_poll(
     client: Any, table: str, job_id: str, owner: str, until: datetime, now: datetime
 ) -> dict[str, Any] | None:
-    """A POLLING job whose next poll is due, leased with the attempt counted."""
+    """A job whose next poll is due, leased with the attempt counted: POLLING, or
+    PROCESSING with its first poll scheduled at creation (moved to POLLING here)."""
     return await _claim(
         client, table, job_id, owner, until, now,
         counter="pollAttempts",
         # No nextPollAt: left POLLING by the original service (drop-in swap): due now.
-        condition=f"#s = :status AND {_FREE} AND "
-        "(attribute_not_exists(nextPollAt) OR nextPollAt <= :now)",
+        condition=f"(#s = :status OR (#s = :processing AND attribute_exists(nextPollAt))) "
+        f"AND {_FREE} AND (attribute_not_exists(nextPollAt) OR nextPollAt <= :now)",
         status=JobStatus.POLLING,
+        sets="#s = :status, ",
+        extra={":processing": {"S": JobStatus.PROCESSING.value}},
     )  # fmt: skip
 
 
 async def _claim(
     client: Any, table: str, job_id: str, owner: str, until: datetime, now: datetime,
-    *, counter: str, condition: str, status: JobStatus,
+    *, counter: str, condition: str, status: JobStatus, sets: str = "",
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:  # fmt: skip
     try:
         response = await client.update_item(
             TableName=table,
             Key={"jobId": {"S": job_id}},
-            UpdateExpression="SET leaseOwner = :owner, leaseExpiresAt = :until, dueAt = :until "
-            "ADD #c :one, version :one",
+            UpdateExpression=f"SET {sets}leaseOwner = :owner, leaseExpiresAt = :until, "
+            "dueAt = :until ADD #c :one, version :one",
             ConditionExpression=condition,
             ExpressionAttributeNames={"#s": "status", "#c": counter},
             ExpressionAttributeValues={
@@ -143,6 +147,7 @@ async def _claim(
                 ":until": {"S": iso_ms(until)},
                 ":now": {"S": iso_ms(now)},
                 ":one": {"N": "1"},
+                **(extra or {}),
             },
             ReturnValues="ALL_NEW",
         )

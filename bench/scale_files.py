@@ -1,0 +1,199 @@
+"""One big export through two replicas, with a SIGKILL during its dispatch and another
+during its downloads: exactly one answer, exact counters, every object present with its
+sha256. Prints the time, files/s and AWS calls per file.
+
+    python -m bench.scale_files [--files 10000] [--size 1024]
+
+Each replica runs at the default settings (a 500 ms first poll aside). The execution is a
+real Step Functions execution of the shipped state machine. Exit code 1 when anything is
+wrong (the problems are listed)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bench.common import RESULTS_DIR, machine, table, utc_now, write_json
+from tests.support.aws import Aws, wait_for
+from tests.support.service_process import ServiceProcess
+
+SERVICE_KEY = "embedded"
+
+
+class Replicas:
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self._env, self._log_dir = env, log_dir
+        self.live: dict[str, ServiceProcess] = {}
+        self.started = 0
+
+    def start(self) -> ServiceProcess:
+        name = f"replica-{self.started}"
+        self.started += 1
+        process = ServiceProcess(
+            self._env, self._log_dir / f"{name}.log", INSTANCE_ID=name, POLLING_INTERVAL_MS="500"
+        ).start(timeout=60)
+        self.live[name] = process
+        return process
+
+    def kill(self, name: str) -> None:
+        self.live.pop(name).kill()
+
+    def stop(self) -> None:
+        for process in self.live.values():
+            process.stop()
+
+
+def _task_records(aws: Aws, job_id: str) -> list[dict[str, Any]]:
+    kwargs: dict[str, Any] = {
+        "TableName": aws.env["DYNAMODB_TASKS_TABLE_NAME"],
+        "KeyConditionExpression": "jobId = :j",
+        "ExpressionAttributeValues": {":j": {"S": job_id}},
+        "ConsistentRead": True,
+    }
+    items: list[dict[str, Any]] = []
+    while True:
+        page = aws.ddb.query(**kwargs)
+        items += [i for i in page["Items"] if i["taskId"]["S"] != "#progress"]
+        if "LastEvaluatedKey" not in page:
+            return items
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def _check(
+    aws: Aws, stack: Any, job_id: str, export_id: str, files: int, size: int, answers: int
+) -> list[str]:
+    from src.local.sandbox import SandboxExportApi
+
+    problems = []
+    job = aws.job(job_id) or {}
+    counts = (job.get("status"), job.get("totalTasks"), job.get("completedTasks"))
+    if counts != ("COMPLETED", files, files) or job.get("failedTasks") != 0:
+        problems.append(f"job {counts} failed={job.get('failedTasks')}")
+    pages = aws.s3.get_paginator("list_objects_v2").paginate(
+        Bucket=aws.env["S3_BUCKET_NAME"], Prefix=f"exports/{job_id}/"
+    )
+    objects = sum(len(page.get("Contents", [])) for page in pages)
+    if objects != files:
+        problems.append(f"{objects} objects of {files}")
+    records = _task_records(aws, job_id)
+    wrong = [
+        r["index"]["N"]
+        for r in records
+        if r.get("sha256", {}).get("S")
+        != SandboxExportApi.file_sha256(export_id, int(r["index"]["N"]), size)
+    ]
+    if len(records) != files or wrong:
+        problems.append(f"{len(records)} task records, {len(wrong)} with a wrong sha256")
+    if answers != 1:
+        problems.append(f"{answers} answers sent")
+    return problems
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from src.local.stack import EmbeddedStack
+
+    stack = EmbeddedStack(name_prefix="bench-scale-").start()
+    log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="bench-scale-"))
+    replicas = Replicas(stack.env(), log_dir)
+    kills: list[dict[str, Any]] = []
+    try:
+        aws = Aws(stack.env())
+        replicas.start()
+        replicas.start()
+        time.sleep(2)
+        stack.aws.reset_calls()
+        export_id = f"sc{uuid.uuid4().hex[:6]}-files-{args.files}-size-{args.size}"
+        job_id = str(uuid.uuid4())
+        began = time.monotonic()
+        arn = aws.start_execution({"jobId": job_id, "exportId": export_id, "userId": "bench"})
+
+        def dispatching() -> dict[str, Any] | None:
+            job = aws.job(job_id) or {}
+            cursor = int(job.get("dispatchCursor", 0))
+            if job.get("status") == "DOWNLOADING" and "dispatchCursor" not in job:
+                return job  # done before it could be caught
+            return job if cursor >= args.files // 5 else None
+
+        at = wait_for(dispatching, args.timeout, "the dispatch under way")
+        owner = str(at.get("leaseOwner", ""))
+        if "dispatchCursor" in at and owner in replicas.live:
+            replicas.kill(owner)
+            kills.append({"during": "dispatch", "replica": owner, "cursor": at["dispatchCursor"]})
+            replicas.start()
+
+        def downloading() -> dict[str, Any] | None:
+            job = aws.job(job_id) or {}
+            done = int(job.get("completedTasks", 0))
+            return job if job.get("status") == "DOWNLOADING" and done >= args.files // 2 else None
+
+        at = wait_for(downloading, args.timeout, "half the files copied")
+        victim = sorted(replicas.live)[0]
+        replicas.kill(victim)
+        kills.append({"during": "downloads", "replica": victim, "done": at["completedTasks"]})
+        replicas.start()
+
+        execution = aws.wait_execution(arn, timeout=args.timeout)
+        seconds = time.monotonic() - began
+        aws.wait_answered(job_id)
+        calls = stack.aws.calls_by(SERVICE_KEY)
+        answers = stack.aws.calls("SendTaskSuccess") + stack.aws.calls("SendTaskFailure")
+        problems = [] if execution["status"] == "SUCCEEDED" else [f"execution {execution}"]
+        problems += _check(aws, stack, job_id, export_id, args.files, args.size, answers)
+    finally:
+        replicas.stop()
+        stack.stop()
+    all_calls = sum(calls.values())
+    return {
+        "name": "scale_files",
+        "at": utc_now(),
+        "machine": machine(),
+        "workload": {"files": args.files, "size_bytes": args.size, "replicas": 2},
+        "kills": kills,
+        "correct": not problems,
+        "problems": problems,
+        "seconds": seconds,
+        "files_per_s": args.files / seconds,
+        "aws_calls": all_calls,
+        "aws_calls_per_file": all_calls / args.files,
+        "calls_by_operation": dict(sorted(calls.items())),
+        "log_dir": str(log_dir),
+    }
+
+
+def report(result: dict[str, Any]) -> str:
+    w = result["workload"]
+    rows = [
+        ("workload", "1 job x {files} files x {size_bytes} B, 2 replicas".format(**w)),
+        ("correct", str(result["correct"])),
+        ("SIGKILLs", "; ".join(f"{k['during']}: {k['replica']}" for k in result["kills"])),
+        ("seconds to the answer", f"{result['seconds']:.1f}"),
+        ("files/s", f"{result['files_per_s']:.1f}"),
+        ("AWS calls per file (all-in)", f"{result['aws_calls_per_file']:.2f}"),
+    ]
+    return table(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=10_000)
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--results-dir", default=str(RESULTS_DIR))
+    parser.add_argument("--log-dir")
+    args = parser.parse_args(argv)
+    result = run(args)
+    write_json(Path(args.results_dir) / "scale_files.json", result)
+    print(report(result), flush=True)
+    if not result["correct"]:
+        print("INCORRECT:", *result["problems"], sep="\n  ", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
