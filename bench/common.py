@@ -3,6 +3,7 @@ machine description, result files and tables. Standard library only (plus the pr
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -159,3 +160,24 @@ def table(rows: Sequence[tuple[str, str]]) -> str:
     line = "-" * (width + 3 + max(len(value) for _, value in rows))
     body = "\n".join(f"{name:<{width}} | {value}" for name, value in rows)
     return f"{line}\n{body}\n{line}"
+
+
+def add_service_env_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra service setting, for A/B runs (e.g. S3_PARTS_IN_FLIGHT=1); repeatable",
+    )
+
+
+def service_env(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, str]:
+    """The --service-env KEY=VALUE items as a dict."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--service-env wants KEY=VALUE, got {item!r}")
+        overrides[key] = value
+    return overrides

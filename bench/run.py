@@ -18,6 +18,7 @@ from bench.common import ROOT
 BENCHMARKS = {
     "stream_1gib": "bench.stream_1gib",
     "small_files": "bench.small_files",
+    "intake": "bench.intake",
 }
 
 

@@ -18,7 +18,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS_DIR, machine, table, utc_now, write_json
+from bench.common import (
+    RESULTS_DIR,
+    add_service_env_option,
+    machine,
+    service_env,
+    table,
+    utc_now,
+    write_json,
+)
 from tests.support.aws import Aws, wait_for
 from tests.support.service_process import ServiceProcess
 
@@ -26,17 +34,17 @@ SERVICE_KEY = "embedded"
 
 
 class Replicas:
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        self._env, self._log_dir = env, log_dir
+    def __init__(self, env: dict[str, str], log_dir: Path, overrides: dict[str, str]) -> None:
+        self._env, self._log_dir, self._overrides = env, log_dir, overrides
         self.live: dict[str, ServiceProcess] = {}
         self.started = 0
 
     def start(self) -> ServiceProcess:
         name = f"replica-{self.started}"
         self.started += 1
-        process = ServiceProcess(
-            self._env, self._log_dir / f"{name}.log", INSTANCE_ID=name, POLLING_INTERVAL_MS="500"
-        ).start(timeout=60)
+        settings = {"POLLING_INTERVAL_MS": "500", **self._overrides, "INSTANCE_ID": name}
+        process = ServiceProcess(self._env, self._log_dir / f"{name}.log", **settings)
+        process.start(timeout=60)
         self.live[name] = process
         return process
 
@@ -99,7 +107,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     stack = EmbeddedStack(name_prefix="bench-scale-").start()
     log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="bench-scale-"))
-    replicas = Replicas(stack.env(), log_dir)
+    replicas = Replicas(stack.env(), log_dir, args.overrides)
     kills: list[dict[str, Any]] = []
     try:
         aws = Aws(stack.env())
@@ -153,6 +161,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "at": utc_now(),
         "machine": machine(),
         "workload": {"files": args.files, "size_bytes": args.size, "replicas": 2},
+        "service_env_overrides": args.overrides,
         "kills": kills,
         "correct": not problems,
         "problems": problems,
@@ -185,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--results-dir", default=str(RESULTS_DIR))
     parser.add_argument("--log-dir")
+    add_service_env_option(parser)
     args = parser.parse_args(argv)
+    args.overrides = service_env(parser, args.service_env)
     result = run(args)
     write_json(Path(args.results_dir) / "scale_files.json", result)
     print(report(result), flush=True)

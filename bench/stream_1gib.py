@@ -37,12 +37,14 @@ from bench.common import (
     MIB,
     RESULTS_DIR,
     RssSampler,
+    add_service_env_option,
     kib_to_mib,
     machine,
     mbps,
     proc_cpu_seconds,
     proc_status,
     run_json_child,
+    service_env,
     table,
     utc_now,
     write_json,
@@ -460,23 +462,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600.0, help="per transfer, seconds")
     parser.add_argument("--rss-budget-mib", type=float, default=RSS_BUDGET_MIB)
     parser.add_argument("--no-pipe", action="store_true", help="skip the raw pipe baseline")
-    parser.add_argument(
-        "--service-env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra service setting, for A/B runs (e.g. S3_PARTS_IN_FLIGHT=1); repeatable",
-    )
+    add_service_env_option(parser)
     parser.add_argument("--output", default=str(RESULTS_DIR / f"{NAME}.json"))
     parser.add_argument("--log-dir", default=None, help="service logs (default: a temp dir)")
     args = parser.parse_args(argv)
     args.log_dir = args.log_dir or tempfile.mkdtemp(prefix="bench-stream-")
-    overrides = dict(SERVICE_OVERRIDES)
-    for item in args.service_env:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            parser.error(f"--service-env wants KEY=VALUE, got {item!r}")
-        overrides[key] = value
+    overrides = {**SERVICE_OVERRIDES, **service_env(parser, args.service_env)}
     if args.size_mb > 1024:
         overrides.setdefault("MAX_FILE_SIZE_MB", str(args.size_mb))
     size = args.size_mb * MIB

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from src.domain.download_task import DownloadTask
-from src.domain.export_job import JobError
+from src.domain.export_job import ExportJob, JobError
 from src.domain.task_token import TaskToken
 
 
@@ -28,6 +28,9 @@ class CompleteJobCommand:
     failure: JobError | None = None
     # The final (completed, failed), from whoever counted the last file: not read again.
     final_counts: tuple[int, int] | None = None
+    # The job as the caller holds it (e.g. just claimed): the first try writes from it
+    # without a read; if it is stale, the conditional write fails and the job is read.
+    held: ExportJob | None = None
 
 
 @dataclass(frozen=True, slots=True)

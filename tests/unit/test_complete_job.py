@@ -260,3 +260,33 @@ async def test_a_workflow_that_refuses_its_answer_does_not_stop_the_others():
     assert world.stored.callback.status is CallbackStatus.DELIVERED
     assert world.stored.callback.last_error == "TaskTimedOut"
     assert world.stored.unanswered_tokens() == ()
+
+
+class CountingReads(InMemoryJobs):
+    reads = 0
+
+    async def get(self, job_id: str, *, counted: bool = True) -> ExportJob | None:
+        self.reads += 1
+        return await super().get(job_id, counted=counted)
+
+
+async def test_a_held_job_is_finished_without_reading_it():
+    world = World()
+    world.jobs = jobs = CountingReads([a_job(status=JobStatus.POLLING)])
+    world.use_case = CompleteJob(jobs, world.callbacks, world.events, world.clock)
+    failure = JobError(JobErrorCode.EXPORT_EXPIRED, "gone")
+    result = await world.use_case.execute(CompleteJobCommand(JOB_ID, failure, held=world.stored))
+    assert (result.won, jobs.reads, world.stored.status) == (True, 0, JobStatus.FAILED)
+    assert len(world.callbacks.failures) == 1
+
+
+async def test_a_stale_held_job_is_read_again_and_finished_once():
+    world = World()
+    world.jobs = jobs = CountingReads([a_job(status=JobStatus.POLLING)])
+    world.use_case = CompleteJob(jobs, world.callbacks, world.events, world.clock)
+    stale = world.stored
+    jobs.items[JOB_ID] = await jobs.save(stale)  # someone wrote since: the version moved on
+    failure = JobError(JobErrorCode.EXPORT_EXPIRED, "gone")
+    result = await world.use_case.execute(CompleteJobCommand(JOB_ID, failure, held=stale))
+    assert (result.won, jobs.reads, world.stored.status) == (True, 1, JobStatus.FAILED)
+    assert len(world.callbacks.failures) == 1

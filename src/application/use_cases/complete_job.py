@@ -49,8 +49,9 @@ class CompleteJob:
     callback_lease: timedelta = timedelta(seconds=300)
 
     async def execute(self, command: CompleteJobCommand) -> CompleteResult:
+        held = command.held
         for _ in range(_MAX_RACES):
-            job = await self._read(command)
+            job, held = held or await self._read(command), None
             if job is None:
                 raise JobNotFound(command.job_id)
             if job.is_terminal:

@@ -79,7 +79,8 @@ class DispatchDownloadTasks:
             return await self._fail(job, JobErrorCode.EXPORT_API_FAILED, problem)
         if not files:
             log.info("export has no files")
-            return (await self.complete_job.execute(CompleteJobCommand(job.job_id))).job
+            command = CompleteJobCommand(job.job_id, held=job)  # as claimed: no read
+            return (await self.complete_job.execute(command)).job
         assert job.lease_owner is not None, "dispatch runs under the poller's lease"
         now = self.clock.now()
         job = await self.jobs.save(
@@ -202,7 +203,7 @@ class DispatchDownloadTasks:
             log.warning("could not record the failed dispatch", error=type(again).__name__)
 
     async def _fail(self, job: ExportJob, code: str, message: str) -> ExportJob:
-        command = CompleteJobCommand(job.job_id, JobError(code, message))
+        command = CompleteJobCommand(job.job_id, JobError(code, message), held=job)
         return (await self.complete_job.execute(command)).job
 
     def _task(self, job: ExportJob, index: int, file: ExportFile, now: datetime) -> DownloadTask:

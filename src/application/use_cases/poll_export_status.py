@@ -122,4 +122,5 @@ class PollExportStatus:
         await self.jobs.save(job)
 
     async def _fail(self, job: ExportJob, code: str, message: str) -> None:
-        await self.complete_job.execute(CompleteJobCommand(job.job_id, JobError(code, message)))
+        failure = JobError(code, message)
+        await self.complete_job.execute(CompleteJobCommand(job.job_id, failure, held=job))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
@@ -164,26 +165,24 @@ class DynamoDbJobRepository:  # implements JobRepository
     async def _claim_due(
         self, kind: str, claim: Any, now: datetime, owner: str, until: datetime, limit: int
     ) -> list[ExportJob]:
-        claimed = []
-        for job_id in await due_index.due(self._client, self._table, kind, now, limit):
-            with self._claim_once(kind, job_id) as mine:
-                if not mine:
-                    continue
-                item = await claim(self._client, self._table, job_id, owner, until, now)
-            if item is not None:  # else another replica claimed it (or the index lagged)
-                claimed.append(job_mapping.from_item(from_item(item)))
-        return claimed
+        due = await due_index.due(self._client, self._table, kind, now, limit)
+        with self._reserved(kind, due) as mine:
+            items = await asyncio.gather(
+                *(claim(self._client, self._table, job_id, owner, until, now) for job_id in mine)
+            )
+        # None: another replica claimed it (or the index lagged)
+        return [job_mapping.from_item(from_item(item)) for item in items if item is not None]
 
     @contextlib.contextmanager
-    def _claim_once(self, kind: str, job_id: str) -> Iterator[bool]:
-        if (kind, job_id) in self._claiming:
-            yield False
-            return
-        self._claiming.add((kind, job_id))
+    def _reserved(self, kind: str, job_ids: Iterable[str]) -> Iterator[list[str]]:
+        """The ids no other round of this process is claiming, reserved (all at once,
+        right after the query) until this round's claims are done."""
+        mine = [job_id for job_id in job_ids if (kind, job_id) not in self._claiming]
+        self._claiming.update((kind, job_id) for job_id in mine)
         try:
-            yield True
+            yield mine
         finally:
-            self._claiming.discard((kind, job_id))
+            self._claiming.difference_update((kind, job_id) for job_id in mine)
 
     async def adopt_unscheduled(self, now: datetime, limit: int) -> int:
         waiting = "(attribute_exists(taskToken) OR attribute_exists(waitingTokens))"
@@ -229,11 +228,12 @@ class DynamoDbJobRepository:  # implements JobRepository
         self, now: datetime, next_at: datetime, limit: int
     ) -> list[ExportJob]:
         claimed = []
-        for job_id in await due_index.heartbeats_due(self._client, self._table, now, limit):
-            with self._claim_once("heartbeat", job_id) as mine:
-                if not mine:
-                    continue
-                item = await self._move_heartbeat(job_id, now, next_at)
+        due = await due_index.heartbeats_due(self._client, self._table, now, limit)
+        with self._reserved("heartbeat", due) as mine:
+            items = await asyncio.gather(
+                *(self._move_heartbeat(job_id, now, next_at) for job_id in mine)
+            )
+        for item in items:
             if item is not None:
                 claimed.append(job_mapping.from_item(from_item(item)))
         return claimed

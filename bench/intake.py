@@ -1,0 +1,170 @@
+"""Job intake through the service, counted: jobs/s, service CPU per job and AWS calls per
+job (by service and operation, as the emulator received them) for zero-file exports, which
+complete at their first poll; next to the raw baseline (bench/intake_baseline.py) in the
+same run.
+
+    python -m bench.intake [--jobs 1000] [--timeout 900]
+
+N export-job messages (SendMessageBatch of 10, exportId `intake-files-0`) go to the
+service, a child process with the same settings as in bench.small_files (the embedded
+stack's env, the service's own 5 s first polling interval). Timed from the first send to
+the last job's completedAt; the bench polls the job items until all have ended. Calls are
+the service's (access key `embedded`). Exit code 1 when a job did not end COMPLETED with
+no tasks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    RESULTS_DIR,
+    machine,
+    proc_cpu_seconds,
+    run_json_child,
+    table,
+    utc_now,
+    write_json,
+)
+from bench.small_files import SERVICE_KEY, _by_service, _check, _wait_completed
+from tests.support.aws import Aws
+from tests.support.service_process import ServiceProcess
+
+EXPORT_ID = "intake-files-0"  # the sandbox answers ready, with no files
+
+
+def _send(aws: Aws, queue_url: str, job_ids: list[str]) -> None:
+    for start in range(0, len(job_ids), 10):
+        entries = [
+            {
+                "Id": str(i),
+                "MessageBody": json.dumps({"jobId": j, "exportId": EXPORT_ID, "userId": "bench"}),
+            }
+            for i, j in enumerate(job_ids[start : start + 10])
+        ]
+        aws.sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+
+
+def _last_completed_at(aws: Aws, job_ids: list[str]) -> float | None:
+    """The last job's completedAt (wall clock, to the ms), read from the job items: the
+    poll only sees a completion up to one pass over the waiting jobs late."""
+    stamps = [(aws.job(job_id) or {}).get("completedAt") for job_id in job_ids]
+    if not all(stamps):
+        return None
+    return max(datetime.fromisoformat(stamp).timestamp() for stamp in stamps)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from src.local.stack import EmbeddedStack
+
+    stack = EmbeddedStack(name_prefix="bench-in-").start()
+    log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="bench-intake-"))
+    try:
+        env = {**stack.env(), "POLLING_INTERVAL_MS": "5000"}
+        aws = Aws(env)
+        service = ServiceProcess(env, log_dir / "service.log").start(timeout=60)
+        try:
+            time.sleep(3)  # start-up calls (queue URLs, first long polls) are not per job
+            job_ids = [str(uuid.uuid4()) for _ in range(args.jobs)]
+            stack.aws.reset_calls()
+            cpu_before, sent = proc_cpu_seconds(service.pid), time.time()
+            _send(aws, env["SQS_EXPORT_JOBS_URL"], job_ids)
+            _wait_completed(aws, job_ids, args.timeout)
+            calls = stack.aws.calls_by(SERVICE_KEY)
+            cpu = proc_cpu_seconds(service.pid) - cpu_before
+            seen = time.time()
+            problems = _check(aws, job_ids, 0)
+            done = _last_completed_at(aws, job_ids) or seen
+        finally:
+            service.stop()
+        assert stack.resources is not None
+        stack.aws.reset_calls()
+        baseline = run_json_child(
+            "bench.intake_baseline",
+            [
+                *("--queue-url", env["SQS_EXPORT_JOBS_URL"]),
+                *("--table", stack.resources.table_name),
+                *("--jobs", str(args.jobs)),
+            ],
+            env,
+            timeout=args.timeout,
+        )
+        baseline_calls = sum(stack.aws.calls_by("baseline").values())
+    finally:
+        stack.stop()
+    seconds = done - sent
+    all_calls = sum(calls.values())
+    return {
+        "name": "intake",
+        "at": utc_now(),
+        "machine": machine(),
+        "workload": {"jobs": args.jobs, "export_id": EXPORT_ID},
+        "correct": not problems,
+        "problems": problems[:20],
+        "service": {
+            "seconds": seconds,
+            "jobs_per_s": args.jobs / seconds,
+            "cpu_ms_per_job": cpu * 1000 / args.jobs,
+            "aws_calls": all_calls,
+            "aws_calls_per_job": all_calls / args.jobs,
+            "calls_by_operation": _by_service(calls),
+        },
+        "baseline": {
+            **baseline,
+            "cpu_ms_per_job": baseline["cpu_seconds"] * 1000 / baseline["jobs"],
+            "aws_calls_per_job": baseline_calls / baseline["jobs"],
+        },
+        "ratio_jobs_per_s": (args.jobs / seconds) / baseline["jobs_per_s"],
+        "log_dir": str(log_dir),
+    }
+
+
+def report(result: dict[str, Any]) -> str:
+    s, b, jobs = result["service"], result["baseline"], result["workload"]["jobs"]
+    rows = [
+        ("workload", f"{jobs} zero-file jobs ({result['workload']['export_id']})"),
+        ("correct", str(result["correct"])),
+        ("AWS calls per job (service / baseline)", f"{s['aws_calls_per_job']:.2f} / {b['aws_calls_per_job']:.2f}"),
+        ("service CPU per job", f"{s['cpu_ms_per_job']:.1f} ms"),
+        ("baseline CPU per job", f"{b['cpu_ms_per_job']:.1f} ms"),
+        ("service jobs/s", f"{s['jobs_per_s']:.1f}"),
+        ("baseline jobs/s", f"{b['jobs_per_s']:.1f}"),
+        ("ratio (service / baseline)", f"{result['ratio_jobs_per_s']:.2f}"),
+    ]  # fmt: skip
+    per_job = Counter(
+        {
+            f"{svc}.{op}": n / jobs
+            for svc, ops in s["calls_by_operation"].items()
+            for op, n in ops.items()
+        }
+    )
+    rows += [(f"  per job: {op}", f"{n:.2f}") for op, n in per_job.most_common()]
+    return table(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--results-dir", default=str(RESULTS_DIR))
+    parser.add_argument("--log-dir")
+    args = parser.parse_args(argv)
+    result = run(args)
+    write_json(Path(args.results_dir) / "intake.json", result)
+    print(report(result), flush=True)
+    if not result["correct"]:
+        print("INCORRECT:", *result["problems"], sep="\n  ", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
