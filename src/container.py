@@ -272,6 +272,7 @@ class Container(containers.DeclarativeContainer):
     reap_stuck_jobs = providers.Factory(
         ReapStuckJobs,
         jobs=jobs,
+        tasks=tasks,
         queue=work_queue,
         complete_job=complete_job,
         leases=leases,

@@ -269,6 +269,9 @@ class InMemoryTasks:  # implements TaskRepository
     async def start_counting(self, job_id: str, total: int, now: datetime) -> None:
         await asyncio.sleep(0)
         self.progress.setdefault(job_id, (total, 0, 0))
+        job = self.jobs.items.get(job_id)
+        if job is not None:  # what the job repository shows from now on
+            self.jobs.items[job_id] = replace(job, counted_apart=True)
 
     async def finished_indexes(self, job_id: str, first: int, end: int) -> set[int]:
         await asyncio.sleep(0)

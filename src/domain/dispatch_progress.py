@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class DispatchProgress:
-    """Files [0, cursor) have their task records and work items. `attempts` counts the
+    """Files [0, cursor) have had their work items sent. `attempts` counts the
     claims made since the cursor last moved (the dispatcher that starts is the first), so
     a chunk that fails, or whose replica dies, the same way every time ends the job
     instead of being taken up forever; a dispatch that keeps moving is never cut short."""

@@ -49,6 +49,9 @@ class ExportJob:
     callback: CallbackRecord = CallbackRecord(CallbackStatus.NOT_REQUIRED)
     poll: PollState | None = None
     dispatch: DispatchProgress | None = None  # while its files are being dispatched
+    # Its files are counted apart from the job (on a counters item): every job dispatched
+    # by this version. False: an earlier version's, counted on the job item itself.
+    counted_apart: bool = False
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
     version: int = 0
@@ -213,7 +216,13 @@ class ExportJob:
         if completed + failed > self.total_tasks or min(completed, failed) < 0:
             raise InvalidCounters(f"job {self.job_id}: {completed}+{failed} of {self.total_tasks}")
         updated = max(self.updated_at, at) if at else self.updated_at
-        return replace(self, completed_tasks=completed, failed_tasks=failed, updated_at=updated)
+        return replace(
+            self,
+            completed_tasks=completed,
+            failed_tasks=failed,
+            updated_at=updated,
+            counted_apart=True,
+        )
 
     def record_file(self, *, succeeded: bool, now: datetime) -> ExportJob:
         if self.pending_tasks <= 0:

@@ -12,6 +12,7 @@ from src.domain.file_names import object_key
 S3_MAX_KEY_BYTES = 1024
 S3_MAX_OBJECT_BYTES = 5 * 1024**4  # 5 TiB: no larger object exists in S3
 MAX_URL_CHARS = 8192  # a presigned URL is a few KB; a work item and a record carry it
+MAX_FILE_NAME_CHARS = 1024  # as given (the key keeps a sanitised 200); work items carry it
 
 
 class ListedFile(Protocol):
@@ -49,6 +50,10 @@ class ExportLimits:
     def _file_problem(prefix: str, job_id: str, index: int, file: ListedFile) -> str | None:
         if len(file.url) > MAX_URL_CHARS:
             return f"url is {len(file.url)} characters long (at most {MAX_URL_CHARS})"
+        if len(file.file_name) > MAX_FILE_NAME_CHARS:
+            return (
+                f"fileName is {len(file.file_name)} characters long (at most {MAX_FILE_NAME_CHARS})"
+            )
         key = object_key(prefix, job_id, index, file.file_name)
         if len(key.encode()) > S3_MAX_KEY_BYTES:
             return f"its object key would be {len(key.encode())} bytes (S3 allows 1024)"

@@ -202,7 +202,7 @@ def test_lost_work_items_are_requeued_by_the_reaper(
     services.append(survivor)
 
     assert aws.wait_execution(arn, timeout=90)["status"] == "SUCCEEDED"
-    assert '"download job stalled with no work queued; dispatching it again"' in survivor.logs()
+    assert '"download job stalled; dispatching its unrecorded files again"' in survivor.logs()
     keys = aws.keys(f"exports/{job_id}/")
     assert keys == sorted(f"exports/{job_id}/{i}_file-{i}.bin" for i in range(6))
     assert _callbacks(embedded_stack) - before == 1

@@ -7,6 +7,7 @@ import pytest
 
 from src.application.callback_answer import success_output
 from src.application.commands import ReapCommand
+from src.application.ports.work_queue import TaskRef
 from src.application.ports.workflow_callbacks import CallbackUnavailable
 from src.application.use_cases.complete_job import CompleteJob
 from src.application.use_cases.reap_stuck_jobs import LEASE_NAME, ReaperPolicy, ReapStuckJobs
@@ -52,7 +53,9 @@ class World:
 
     def replica(self) -> ReapStuckJobs:
         complete = CompleteJob(self.jobs, self.callbacks, self.events, self.clock)
-        return ReapStuckJobs(self.jobs, self.queue, complete, self.leases, self.clock, POLICY)
+        return ReapStuckJobs(
+            self.jobs, self.tasks, self.queue, complete, self.leases, self.clock, POLICY
+        )
 
     @property
     def stored(self) -> ExportJob:
@@ -253,7 +256,8 @@ def stalled_downloading(total: int, completed: int = 0, failed: int = 0) -> Expo
 
 async def world_with_tasks(now: datetime = AFTER_STALL) -> World:
     """A stalled job (1 of 4 files recorded) whose other work items are nowhere."""
-    world = World(stalled_downloading(total=4, completed=1), now=now)
+    job = replace(stalled_downloading(total=4, completed=1), counted_apart=True)
+    world = World(job, now=now)
     done = a_task(3).start("replica-c", STALLED_AT).succeed(size=1, sha256="0" * 64, now=T0)
     await world.tasks.add_all([done])
     return world
@@ -273,13 +277,33 @@ async def test_a_stalled_job_with_nothing_queued_is_dispatched_again():
     assert world.queue.refs == []  # the reaper sends nothing itself
 
 
-async def test_a_stalled_job_behind_a_backlog_is_not_dispatched_again():
+async def test_a_stalled_job_behind_a_backlog_is_dispatched_again_only_much_later():
     world = await world_with_tasks()
-    world.queue.waiting = 40  # work items waiting their turn are not lost
+    world.queue.waiting = 40  # its work items may be waiting their turn
     report = await world.use_case.execute(REAP)
     assert report.jobs_redispatched == 0
-    assert world.stored.dispatch is None
-    assert world.stored.updated_at == AFTER_STALL  # looked at again after stall_after
+    assert (world.stored.dispatch, world.stored.updated_at) == (None, STALLED_AT)
+    patience = POLICY.stall_after * POLICY.backlog_patience
+    world.clock.current = STALLED_AT + patience - timedelta(seconds=1)
+    assert (await world.use_case.execute(REAP)).jobs_redispatched == 0
+    world.clock.current = STALLED_AT + patience  # no progress for that long: lost after all
+    assert (await world.use_case.execute(REAP)).jobs_redispatched == 1
+    assert world.stored.dispatch == DispatchProgress(cursor=0, attempts=0)
+
+
+async def test_a_stalled_job_of_an_earlier_version_gets_its_unfinished_records_requeued():
+    """Dispatched by an earlier version: a record per file, counts on the job item."""
+    world = World(stalled_downloading(total=4, completed=1), now=AFTER_STALL)
+    pending = a_task(0)
+    expired = a_task(1).start("dead-replica", AFTER_STALL - timedelta(seconds=1))
+    leased = a_task(2).start("busy-replica", AFTER_STALL + timedelta(minutes=5))
+    done = a_task(3).start("replica-c", STALLED_AT).succeed(size=1, sha256="0" * 64, now=T0)
+    await world.tasks.add_all([pending, expired, leased, done])
+    report = await world.use_case.execute(REAP)
+    assert report.jobs_redispatched == 1
+    assert world.queue.refs == [TaskRef(JOB_ID, "00000", 0), TaskRef(JOB_ID, "00001", 1)]
+    assert world.stored.dispatch is None  # not dispatched anew: its counts are elsewhere
+    assert world.stored.updated_at == AFTER_STALL
 
 
 async def test_a_job_dispatched_again_is_not_again_until_it_stalls_again():

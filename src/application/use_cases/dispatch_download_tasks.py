@@ -1,5 +1,5 @@
-"""DispatchDownloadTasks: one task record and one work item per file of a ready export,
-chunk by chunk, resumable by any replica."""
+"""DispatchDownloadTasks: one work item per file of a ready export (each carrying its
+task), chunk by chunk, resumable by any replica."""
 
 from __future__ import annotations
 
@@ -25,13 +25,14 @@ from src.domain.errors import JobErrorCode
 from src.domain.export_job import ExportJob, JobError
 from src.domain.export_limits import ExportLimits
 from src.domain.file_names import object_key
+from src.domain.job_status import JobStatus
 
 log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class DispatchPolicy:
-    chunk: int = 100  # files per chunk: records, work items, then one cursor write
+    chunk: int = 100  # files per chunk: work items, then one cursor write
     lease: timedelta = timedelta(minutes=2)  # renewed every third while dispatching
     max_attempts: int = 5  # claims without the cursor moving before the job fails
     retry_after: timedelta = timedelta(seconds=30)  # after a failed chunk
@@ -203,7 +204,9 @@ class DispatchDownloadTasks:
             log.warning("could not record the failed dispatch", error=type(again).__name__)
 
     async def _fail(self, job: ExportJob, code: str, message: str) -> ExportJob:
-        command = CompleteJobCommand(job.job_id, JobError(code, message), held=job)
+        # A DOWNLOADING job's counters live apart: read it (with them) instead of holding it.
+        held = None if job.status is JobStatus.DOWNLOADING else job
+        command = CompleteJobCommand(job.job_id, JobError(code, message), held=held)
         return (await self.complete_job.execute(command)).job
 
     def _task(self, job: ExportJob, index: int, file: ExportFile, now: datetime) -> DownloadTask:

@@ -59,10 +59,11 @@ class ProcessFile:
     whether it counted the job's last file: only then does CompleteJob run, whose
     conditional write has exactly one winner.
 
-    A file declared big is leased before its copy starts; one that turns out big is
-    leased at its first stored part. The lease is short and renewed every third of it
-    (and by each stored part's checkpoint), so a dead worker's file is free again about
-    one lease later and resumes from its last stored part. A URL about to expire, or
+    A file declared big is leased before its copy starts, its lease renewed every third
+    of it and by each stored part's checkpoint; one that turns out big is leased at its
+    first stored part and renewed by each part's checkpoint only (a part slower than a
+    lease may then be taken over: counted once all the same). A dead worker's file is
+    free again about one lease later and resumes from its last stored part. A URL about to expire, or
     refused with 403, is replaced by the one the Export API lists now for the same file;
     only a file it no longer lists fails."""
 

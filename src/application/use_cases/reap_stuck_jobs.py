@@ -11,8 +11,10 @@ from src.application.commands import CompleteJobCommand, ReapCommand
 from src.application.ports.clock import Clock
 from src.application.ports.job_repository import ConditionFailed, JobRepository
 from src.application.ports.leases import Leases
-from src.application.ports.work_queue import WorkQueue
+from src.application.ports.task_repository import TaskRepository
+from src.application.ports.work_queue import TaskRef, WorkQueue
 from src.application.use_cases.complete_job import CompleteJob
+from src.domain.download_task import TaskStatus
 from src.domain.errors import JobErrorCode
 from src.domain.export_job import ExportJob, JobError
 from src.domain.job_status import JobStatus
@@ -28,6 +30,8 @@ class ReaperPolicy:
     callback_lease: timedelta = timedelta(seconds=300)  # one delivery with its retries
     max_callback_attempts: int = 10
     stall_after: timedelta = timedelta(minutes=10)  # DOWNLOADING with no progress
+    # Behind a backlog a stalled job is re-dispatched only after this many stall_afters.
+    backlog_patience: int = 3
     job_deadline: timedelta = timedelta(hours=24)  # from creation, whatever happens
     # Jobs left POLLING by the original service are put on the schedule this often (it
     # reads every POLLING job, so seldom; only needed while the two services overlap).
@@ -53,6 +57,7 @@ class ReapStuckJobs:
     deadline with a callback (ProcessingError)."""
 
     jobs: JobRepository
+    tasks: TaskRepository  # for jobs dispatched by an earlier version only
     queue: WorkQueue
     complete_job: CompleteJob
     leases: Leases
@@ -125,19 +130,39 @@ class ReapStuckJobs:
         return redriven, finished
 
     async def _redrive(self, job: ExportJob, now: datetime) -> int:
-        """Work items are lost only when the queue holds none: a backlog means they are
-        waiting their turn (re-sending them would only grow it). Lost ones are sent again
-        by dispatching the job anew from its first file: the dispatcher reads the listing
-        again (fresh URLs) and skips the files already recorded."""
-        await self._save_quietly(replace(job, updated_at=now))  # not looked at again soon
+        """A backlog in the queue means its work items may be waiting their turn: it is
+        left alone (looked at again each round) until it has made no progress for
+        `backlog_patience` x `stall_after`; with nothing queued its items are lost. Lost
+        ones are sent again by dispatching the job anew from its first file: the
+        dispatcher reads the listing again (fresh URLs) and skips the files recorded."""
         waiting = await self.queue.backlog()
-        if waiting:
-            log.info("stalled download job behind a backlog; not re-sent", backlog=waiting)
+        if (
+            waiting
+            and now - job.updated_at < self.policy.stall_after * self.policy.backlog_patience
+        ):
+            log.info("stalled download job behind a backlog; not re-sent yet", backlog=waiting)
             return 0
+        await self._save_quietly(replace(job, updated_at=now))  # not looked at again soon
+        if not job.counted_apart:
+            return await self._redrive_records(job, now)
         restarted = await self.jobs.restart_dispatch(job.job_id, now)
         if restarted:
-            log.warning("download job stalled with no work queued; dispatching it again")
+            log.warning("download job stalled; dispatching its unrecorded files again")
         return int(restarted)
+
+    async def _redrive_records(self, job: ExportJob, now: datetime) -> int:
+        """A job dispatched by an earlier version: every file has its record, and its
+        counts are on the job item. Re-queue the records no one finished or holds."""
+        lost = [
+            TaskRef(t.job_id, t.task_id, t.index)
+            for t in await self.tasks.list_for_job(job.job_id)
+            if t.status is TaskStatus.PENDING
+            or (t.status is TaskStatus.RUNNING and not t.is_leased(now))
+        ]
+        if lost:
+            log.warning("re-queueing lost download tasks", count=len(lost))
+            await self.queue.publish(lost)
+        return int(bool(lost))
 
     async def _save_quietly(self, job: ExportJob) -> None:
         try:

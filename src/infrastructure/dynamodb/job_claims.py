@@ -1,8 +1,8 @@
 """Claims on a job found through the due-index, and the dispatch cursor its dispatcher moves.
 
-Targeted updates, not save(): the index holds keys only, and files are counted on the
-same item meanwhile (each count moves `version`), so a whole-item save would keep losing
-to them. Each write moves `version` too, so a stale snapshot saved elsewhere cannot undo
+Targeted updates, not save(): the index holds keys only, and a claim must not depend on
+a snapshot read just before (another replica's claim, an attached workflow, or a legacy
+job's file counts move `version` meanwhile). Each write moves `version` too, so a stale snapshot saved elsewhere cannot undo
 a claim or move the cursor back. `dueAt` moves with the lease: a held job is not due."""
 
 from __future__ import annotations

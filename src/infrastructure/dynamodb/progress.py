@@ -24,10 +24,6 @@ def key(job_id: str) -> dict[str, Any]:
     return {"jobId": {"S": job_id}, "taskId": {"S": TASK_ID}}
 
 
-def is_progress(item: dict[str, Any]) -> bool:
-    return bool(item.get("taskId") == TASK_ID)
-
-
 def new_item(job_id: str, total: int, now: datetime) -> dict[str, Any]:
     return {
         **key(job_id),

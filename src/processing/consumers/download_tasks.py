@@ -12,6 +12,7 @@ from src.application.commands import ProcessFileCommand
 from src.application.ports.message_queue import QueueMessage
 from src.application.use_cases.process_file import FileOutcome, ProcessFile
 from src.domain.download_task import DownloadTask
+from src.domain.export_limits import MAX_FILE_NAME_CHARS, MAX_URL_CHARS
 from src.processing.consumers.loop import Ack, Outcome
 from src.processing.messages import describe_validation_error
 
@@ -23,8 +24,8 @@ class DispatchedTask(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    url: StrictStr = Field(min_length=1, max_length=8192)
-    fileName: StrictStr = Field(min_length=1, max_length=1024)
+    url: StrictStr = Field(min_length=1, max_length=MAX_URL_CHARS)
+    fileName: StrictStr = Field(min_length=1, max_length=MAX_FILE_NAME_CHARS)
     outputKey: StrictStr = Field(min_length=1, max_length=1024)
     createdAt: datetime
     expectedSize: StrictInt | None = Field(None, ge=0)
