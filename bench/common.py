@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -181,3 +181,39 @@ def service_env(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, 
             parser.error(f"--service-env wants KEY=VALUE, got {item!r}")
         overrides[key] = value
     return overrides
+
+
+def finish(
+    result: dict[str, Any], results_dir: str, report: Callable[[dict[str, Any]], str]
+) -> int:
+    """Write `result` to <results_dir>/<name>.json, print its table; 1 when incorrect."""
+    write_json(Path(results_dir) / f"{result['name']}.json", result)
+    print(report(result), flush=True)
+    if not result["correct"]:
+        print("INCORRECT:", *result["problems"], sep="\n  ", file=sys.stderr)
+        return 1
+    return 0
+
+
+def baseline_client_kwargs() -> dict[str, Any]:
+    """What a raw baseline's clients use: the emulator of this run, its own access key
+    (so its calls are told apart from the service's)."""
+    return {
+        "endpoint_url": os.environ["AWS_ENDPOINT"],
+        "region_name": os.environ.get("AWS_REGION", "us-east-1"),
+        "aws_access_key_id": "baseline",
+        "aws_secret_access_key": "baseline",
+    }
+
+
+def per_unit_rows(
+    calls_by_operation: dict[str, dict[str, int]], units: int, unit: str
+) -> list[tuple[str, str]]:
+    """Table rows `  per <unit>: <service>.<operation> | calls / units`, most first."""
+    per_unit = {
+        f"{service}.{operation}": n / units
+        for service, operations in calls_by_operation.items()
+        for operation, n in operations.items()
+    }
+    ranked = sorted(per_unit.items(), key=lambda item: -item[1])
+    return [(f"  per {unit}: {name}", f"{n:.2f}") for name, n in ranked]

@@ -16,23 +16,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from bench.common import (
     RESULTS_DIR,
+    finish,
     machine,
+    per_unit_rows,
     proc_cpu_seconds,
     run_json_child,
     table,
     utc_now,
-    write_json,
 )
 from bench.small_files import SERVICE_KEY, _by_service, _check, _wait_completed
 from tests.support.aws import Aws
@@ -139,14 +138,7 @@ def report(result: dict[str, Any]) -> str:
         ("baseline jobs/s", f"{b['jobs_per_s']:.1f}"),
         ("ratio (service / baseline)", f"{result['ratio_jobs_per_s']:.2f}"),
     ]  # fmt: skip
-    per_job = Counter(
-        {
-            f"{svc}.{op}": n / jobs
-            for svc, ops in s["calls_by_operation"].items()
-            for op, n in ops.items()
-        }
-    )
-    rows += [(f"  per job: {op}", f"{n:.2f}") for op, n in per_job.most_common()]
+    rows += per_unit_rows(s["calls_by_operation"], jobs, "job")
     return table(rows)
 
 
@@ -157,13 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results-dir", default=str(RESULTS_DIR))
     parser.add_argument("--log-dir")
     args = parser.parse_args(argv)
-    result = run(args)
-    write_json(Path(args.results_dir) / "intake.json", result)
-    print(report(result), flush=True)
-    if not result["correct"]:
-        print("INCORRECT:", *result["problems"], sep="\n  ", file=sys.stderr)
-        return 1
-    return 0
+    return finish(run(args), args.results_dir, report)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 import uuid
@@ -21,6 +20,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aioboto3
+
+from bench.common import baseline_client_kwargs
 
 
 def _item(body: dict[str, str]) -> dict[str, Any]:
@@ -41,12 +42,7 @@ def _item(body: dict[str, str]) -> dict[str, Any]:
 async def _run(
     queue_url: str, table: str, jobs: int, export_id: str, wait_seconds: int
 ) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {
-        "endpoint_url": os.environ["AWS_ENDPOINT"],
-        "region_name": os.environ.get("AWS_REGION", "us-east-1"),
-        "aws_access_key_id": "baseline",
-        "aws_secret_access_key": "baseline",
-    }
+    kwargs = baseline_client_kwargs()
     session = aioboto3.Session()
     async with session.client("sqs", **kwargs) as sqs, session.client("dynamodb", **kwargs) as ddb:
 

@@ -11,7 +11,6 @@ wrong (the problems are listed)."""
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 import uuid
@@ -21,11 +20,11 @@ from typing import Any
 from bench.common import (
     RESULTS_DIR,
     add_service_env_option,
+    finish,
     machine,
     service_env,
     table,
     utc_now,
-    write_json,
 )
 from tests.support.aws import Aws, wait_for
 from tests.support.service_process import ServiceProcess
@@ -197,13 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     add_service_env_option(parser)
     args = parser.parse_args(argv)
     args.overrides = service_env(parser, args.service_env)
-    result = run(args)
-    write_json(Path(args.results_dir) / "scale_files.json", result)
-    print(report(result), flush=True)
-    if not result["correct"]:
-        print("INCORRECT:", *result["problems"], sep="\n  ", file=sys.stderr)
-        return 1
-    return 0
+    return finish(run(args), args.results_dir, report)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 from typing import Any
@@ -21,17 +20,14 @@ from typing import Any
 import aioboto3
 import aiohttp
 
+from bench.common import baseline_client_kwargs
+
 
 async def _run(
     listing: str, copies: int, bucket: str, table: str, concurrency: int
 ) -> dict[str, Any]:
     """Timed from the first copy (clients made, listing read) to the last."""
-    kwargs: dict[str, Any] = {
-        "endpoint_url": os.environ["AWS_ENDPOINT"],
-        "region_name": os.environ.get("AWS_REGION", "us-east-1"),
-        "aws_access_key_id": "baseline",
-        "aws_secret_access_key": "baseline",
-    }
+    kwargs = baseline_client_kwargs()
     session = aioboto3.Session()
     gate = asyncio.Semaphore(concurrency)
     async with (

@@ -12,22 +12,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from bench.common import (
     RESULTS_DIR,
+    finish,
     machine,
+    per_unit_rows,
     proc_cpu_seconds,
     run_json_child,
     table,
     utc_now,
-    write_json,
 )
 from tests.support.aws import Aws
 from tests.support.service_process import ServiceProcess
@@ -183,14 +182,8 @@ def report(result: dict[str, Any]) -> str:
             f"{idle['calls_per_s']:.2f} / {idle['calls_per_s_besides_long_polls']:.2f}",
         ),
     ]
-    per_file = Counter(
-        {
-            f"{svc}.{op}": n / (result["workload"]["jobs"] * result["workload"]["files_per_job"])
-            for svc, ops in s["calls_by_operation"].items()
-            for op, n in ops.items()
-        }
-    )
-    rows += [(f"  per file: {op}", f"{n:.2f}") for op, n in per_file.most_common()]
+    files = result["workload"]["jobs"] * result["workload"]["files_per_job"]
+    rows += per_unit_rows(s["calls_by_operation"], files, "file")
     return table(rows)
 
 
@@ -204,13 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results-dir", default=str(RESULTS_DIR))
     parser.add_argument("--log-dir")
     args = parser.parse_args(argv)
-    result = run(args)
-    write_json(Path(args.results_dir) / "small_files.json", result)
-    print(report(result), flush=True)
-    if not result["correct"]:
-        print("INCORRECT:", *result["problems"], sep="\n  ", file=sys.stderr)
-        return 1
-    return 0
+    return finish(run(args), args.results_dir, report)
 
 
 if __name__ == "__main__":
