@@ -15,7 +15,6 @@ no tasks."""
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 import uuid
@@ -33,23 +32,11 @@ from bench.common import (
     table,
     utc_now,
 )
-from bench.small_files import SERVICE_KEY, _by_service, _check, _wait_completed
+from bench.small_files import SERVICE_KEY, _by_service, _check, _wait_completed, send_jobs
 from tests.support.aws import Aws
 from tests.support.service_process import ServiceProcess
 
 EXPORT_ID = "intake-files-0"  # the sandbox answers ready, with no files
-
-
-def _send(aws: Aws, queue_url: str, job_ids: list[str]) -> None:
-    for start in range(0, len(job_ids), 10):
-        entries = [
-            {
-                "Id": str(i),
-                "MessageBody": json.dumps({"jobId": j, "exportId": EXPORT_ID, "userId": "bench"}),
-            }
-            for i, j in enumerate(job_ids[start : start + 10])
-        ]
-        aws.sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
 
 
 def _last_completed_at(aws: Aws, job_ids: list[str]) -> float | None:
@@ -75,7 +62,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             job_ids = [str(uuid.uuid4()) for _ in range(args.jobs)]
             stack.aws.reset_calls()
             cpu_before, sent = proc_cpu_seconds(service.pid), time.time()
-            _send(aws, env["SQS_EXPORT_JOBS_URL"], job_ids)
+            send_jobs(aws, EXPORT_ID, job_ids)
             _wait_completed(aws, job_ids, args.timeout)
             calls = stack.aws.calls_by(SERVICE_KEY)
             cpu = proc_cpu_seconds(service.pid) - cpu_before

@@ -43,6 +43,19 @@ def _by_service(calls: dict[str, int]) -> dict[str, dict[str, int]]:
     return grouped
 
 
+def send_jobs(aws: Aws, export_id: str, job_ids: list[str]) -> None:
+    """One export-job message per job id (no task token), ten per SendMessageBatch."""
+    for start in range(0, len(job_ids), 10):
+        entries = [
+            {
+                "Id": str(i),
+                "MessageBody": json.dumps({"jobId": j, "exportId": export_id, "userId": "bench"}),
+            }
+            for i, j in enumerate(job_ids[start : start + 10])
+        ]
+        aws.sqs.send_message_batch(QueueUrl=aws.env["SQS_EXPORT_JOBS_URL"], Entries=entries)
+
+
 def _ended(aws: Aws, job_ids: list[str]) -> set[str]:
     """Which of `job_ids` have ended: statuses only, 100 a call (the emulator serving the
     service is in this process: watching must cost it little)."""
@@ -104,17 +117,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             stack.aws.reset_calls()
             cpu_before, sent = proc_cpu_seconds(service.pid), time.monotonic()
             emulator_before = proc_cpu_seconds()  # this process: moto + the file server
-            for start in range(0, len(job_ids), 10):
-                entries = [
-                    {
-                        "Id": str(i),
-                        "MessageBody": json.dumps(
-                            {"jobId": j, "exportId": export_id, "userId": "bench"}
-                        ),
-                    }
-                    for i, j in enumerate(job_ids[start : start + 10])
-                ]
-                aws.sqs.send_message_batch(QueueUrl=env["SQS_EXPORT_JOBS_URL"], Entries=entries)
+            send_jobs(aws, export_id, job_ids)
             done = _wait_completed(aws, job_ids, args.timeout)
             calls = stack.aws.calls_by(SERVICE_KEY)
             cpu = proc_cpu_seconds(service.pid) - cpu_before

@@ -18,8 +18,9 @@ from src.domain.job_status import JobStatus
 class RecentJobs:
     """A job read while DOWNLOADING is reused for `ttl` (a job cancelled meanwhile is
     noticed that much later: the files started meanwhile, up to a chunk of a dispatch,
-    are still copied, never counted twice, since counting does not rely on this). A finished job is reused until evicted (it
-    never changes status again). Any other status is not kept: the caller asks again.
+    are still copied, never counted twice, since counting does not rely on this). A
+    finished job is reused until evicted (it never changes status again). Any other
+    status is not kept: the caller asks again.
     Callers asking for the same job at once (a batch of its files) share one read."""
 
     jobs: JobRepository

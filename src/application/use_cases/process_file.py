@@ -63,9 +63,9 @@ class ProcessFile:
     of it and by each stored part's checkpoint; one that turns out big is leased at its
     first stored part and renewed by each part's checkpoint only (a part slower than a
     lease may then be taken over: counted once all the same). A dead worker's file is
-    free again about one lease later and resumes from its last stored part. A URL about to expire, or
-    refused with 403, is replaced by the one the Export API lists now for the same file;
-    only a file it no longer lists fails."""
+    free again about one lease later and resumes from its last stored part. A URL about
+    to expire, or refused with 403, is replaced by the one the Export API lists now for
+    the same file; only a file it no longer lists fails."""
 
     recent: RecentJobs  # the job's status, read once per job every few seconds
     tasks: TaskRepository
