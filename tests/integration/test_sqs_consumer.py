@@ -185,3 +185,55 @@ async def test_a_stopping_consumer_deletes_what_is_still_waiting_to_be_deleted(
         await asyncio.wait_for(running, 10)
     assert entries == [1]
     assert _left_in(sqs, url) == 0
+
+
+def _record_batch_sizes(client) -> list[int]:
+    """MaxNumberOfMessages of each ReceiveMessage call the client makes."""
+    asked: list[int] = []
+
+    def record(params, **_kwargs) -> None:
+        asked.append(params["MaxNumberOfMessages"])
+
+    client.meta.events.register("provide-client-params.sqs.ReceiveMessage", record)
+    return asked
+
+
+async def test_a_busy_consumer_receives_full_batches_not_one_message_per_freed_slot(
+    embedded_stack: EmbeddedStack,
+) -> None:
+    sqs = sync_client(embedded_stack, "sqs")
+    url, _dlq = _queue_with_dlq(sqs, max_receive_count=5)
+    for start in range(0, 50, 10):
+        sqs.send_message_batch(
+            QueueUrl=url,
+            Entries=[{"Id": str(i), "MessageBody": str(start + i)} for i in range(10)],
+        )
+    handled: list[str] = []
+    asked_while_busy: list[int] = []
+
+    async def handler(message: QueueMessage) -> Outcome:
+        # The ten messages of a batch finish one after another, 4 ms apart: without
+        # waiting for company, each freed slot would be refilled by a receive of its own.
+        await asyncio.sleep(0.004 * (int(message.body) % 10))
+        handled.append(message.body)
+        if len(handled) < 40:  # the last batch's receives may find the queue emptying
+            asked_while_busy[:] = asked
+        return Outcome(Ack.DELETE)
+
+    settings = ConsumerSettings(wait_seconds=1, visibility_timeout=30, concurrency=10)
+    async with service_client(embedded_stack, "sqs") as client:
+        asked = _record_batch_sizes(client)
+        consumer = SqsConsumer("fill-test", SqsMessageQueue(client, url), handler, settings)
+        stop = asyncio.Event()
+        running = asyncio.create_task(consumer.run(stop))
+        for _ in range(300):
+            if len(handled) >= 50:
+                break
+            await asyncio.sleep(0.1)
+        stop.set()
+        await asyncio.wait_for(running, 10)
+
+    assert sorted(handled, key=int) == [str(i) for i in range(50)]
+    partial = [n for n in asked_while_busy if n < 10]
+    assert len(partial) <= 2, asked_while_busy  # one receive per freed slot: dozens
+    assert _left_in(sqs, url) == 0

@@ -47,6 +47,10 @@ class ConsumerSettings:
     retry_backoff_max_seconds: int = 60
     # Finished messages wait this long (at most) to be deleted together, up to 10 a call.
     delete_linger_seconds: float = 0.2
+    # With every slot busy, slots free one at a time: receiving for each alone costs a
+    # ReceiveMessage per message. A freed slot waits this long (at most) for others, so
+    # that one call receives a fuller batch; an idle consumer does not wait.
+    receive_linger_seconds: float = 0.1
 
 
 class SqsConsumer:
@@ -62,6 +66,7 @@ class SqsConsumer:
         self._handler = handler
         self._settings = settings
         self._slots = asyncio.Semaphore(settings.concurrency)
+        self._slot_freed = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._deletes = DeleteBatcher(queue, settings.delete_linger_seconds)
 
@@ -81,6 +86,7 @@ class SqsConsumer:
 
     async def _receive_until(self, stop: asyncio.Event) -> None:
         while await self._room_for_more(stop):
+            await self._fill_batch(stop)
             free = self._free_slots()
             try:
                 wanted = min(self._settings.max_messages, free)
@@ -140,6 +146,19 @@ class SqsConsumer:
             except Exception as err:
                 log.warning("release failed", error=type(err).__name__)
 
+    async def _fill_batch(self, stop: asyncio.Event) -> None:
+        """Wait up to receive_linger_seconds for a full batch of free slots."""
+        batch = min(self._settings.max_messages, self._settings.concurrency)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.receive_linger_seconds
+        while self._free_slots() < batch and not stop.is_set():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._slot_freed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._slot_freed.wait(), remaining)
+
     def _free_slots(self) -> int:
         return self._slots._value
 
@@ -161,6 +180,7 @@ class SqsConsumer:
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
             self._slots.release()
+            self._slot_freed.set()
 
     async def _handle(self, message: QueueMessage) -> Outcome:
         try:
