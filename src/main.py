@@ -14,6 +14,12 @@ import structlog
 import typer
 
 from src.container import Container
+from src.infrastructure.config.settings import (
+    REQUIRED_TO_SERVE,
+    Settings,
+    SettingsError,
+    load_settings,
+)
 from src.infrastructure.log_setup import configure_logging
 from src.processing.service import Service
 
@@ -35,7 +41,18 @@ def serve(
     """Run the consumers and the admin API until SIGTERM/SIGINT."""
     if demo and not embedded:
         raise typer.BadParameter("--demo needs --embedded")
+    # The embedded stack writes its own settings; otherwise they must be complete before
+    # anything starts (one line naming what is wrong, exit 2, no traceback).
+    _settings_or_exit(() if embedded else REQUIRED_TO_SERVE)
     asyncio.run(_run(embedded=embedded, demo=demo, exit_after_demo=False))
+
+
+def _settings_or_exit(required: Any = ()) -> Settings:
+    try:
+        return load_settings(required)
+    except SettingsError as err:
+        typer.echo(f"export-service: {err}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command("demo")
@@ -46,7 +63,8 @@ def demo_command() -> None:
 
 
 async def _run(*, embedded: bool, demo: bool, exit_after_demo: bool) -> int:
-    configure_logging(os.environ.get("LOG_LEVEL", "info"))
+    settings = _settings_or_exit()
+    configure_logging(settings.log_level, fmt=settings.log_format)
     stack = None
     if embedded:
         from src.local.stack import EmbeddedStack  # only here: production never loads it
@@ -135,7 +153,11 @@ def dlq_redrive(
 async def _dead_letters(queue: str, action: Callable[[Any], Awaitable[T]]) -> T:
     if queue not in QUEUES:
         raise typer.BadParameter(f"--queue must be one of {', '.join(QUEUES)}")
-    configure_logging(os.environ.get("LOG_LEVEL", "warning"), stream=sys.stderr)
+    required = "sqs_export_jobs_url" if queue == "export-jobs" else "sqs_download_tasks_url"
+    settings = _settings_or_exit([required])
+    configure_logging(
+        os.environ.get("LOG_LEVEL", "warning"), stream=sys.stderr, fmt=settings.log_format
+    )
     container = Container()
     await container.init_resources()  # type: ignore[misc]
     try:

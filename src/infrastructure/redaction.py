@@ -23,6 +23,11 @@ def redact_text(text: str) -> str:
 
 
 _TOKEN_FIELD = re.compile(r'("taskToken"\s*:\s*")([^"]*)(")')
+# Also as Python reprs and keyword lists print them (the AWS SDK's debug lines):
+# 'taskToken': '...', taskToken=..., "task_token": "..."
+_TOKEN_ANY = re.compile(
+    r"""((?:["']?)(?:taskToken|task_token|TaskToken)(?:["']?)\s*[:=]\s*["']?)([^"'\s,}&)]+)"""
+)
 
 
 def mask_message_body(body: str) -> str:
@@ -32,3 +37,13 @@ def mask_message_body(body: str) -> str:
 
     masked = _TOKEN_FIELD.sub(lambda m: m.group(1) + mask_token(m.group(2)) + m.group(3), body)
     return redact_text(masked)
+
+
+def redact_log_text(text: str) -> str:
+    """Free text from a library's log record: task tokens in any quoting masked, URL
+    query strings dropped."""
+    from src.domain.task_token import mask_token
+
+    if "oken" in text:
+        text = _TOKEN_ANY.sub(lambda m: m.group(1) + mask_token(m.group(2)), text)
+    return redact_text(text)

@@ -20,7 +20,7 @@ from src.domain.events import JOB_COMPLETED, JOB_FAILED
 from src.domain.export_job import ExportJob, JobError
 from src.domain.job_status import CallbackStatus, JobStatus
 from src.domain.task_token import TaskToken, mask_token
-from src.infrastructure.log_setup import configure_logging
+from src.infrastructure.log_setup import configure_logging, detach_logging
 from tests.fakes import T0, FakeCallbacks, FixedClock, InMemoryJobs, RecordingEvents
 from tests.unit.builders import JOB_ID, RAW_TOKEN, a_job
 
@@ -55,6 +55,7 @@ def log_lines(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], list[dic
     monkeypatch.setattr(complete_job_module, "log", structlog.get_logger("complete_job"))
     yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines()]
     structlog.reset_defaults()
+    detach_logging()
 
 
 async def test_success_sends_the_success_payload_once():

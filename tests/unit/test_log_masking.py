@@ -9,7 +9,7 @@ import pytest
 import structlog
 
 from src.domain.task_token import TaskToken
-from src.infrastructure.log_setup import configure_logging, mask_secrets
+from src.infrastructure.log_setup import configure_logging, detach_logging, mask_secrets
 from src.infrastructure.redaction import redact_text, redact_url
 from tests.unit.builders import RAW_TOKEN
 
@@ -105,6 +105,7 @@ def log_buffer() -> Iterator[io.StringIO]:
     structlog.configure(cache_logger_on_first_use=False)
     yield buffer
     structlog.reset_defaults()
+    detach_logging()
 
 
 def test_configured_logging_writes_masked_json_lines(log_buffer: io.StringIO):
@@ -124,3 +125,60 @@ def test_context_variables_are_masked_too(log_buffer: io.StringIO):
         structlog.get_logger("test").info("working")
     assert RAW_TOKEN not in log_buffer.getvalue()
     assert MASKED in log_buffer.getvalue()
+
+
+def test_library_records_go_through_the_same_masking_as_json(log_buffer: io.StringIO):
+    import logging
+
+    logging.getLogger("botocore.endpoint").warning(
+        "Making request with params: %s", {"body": {"taskToken": RAW_TOKEN}, "url": PRESIGNED}
+    )
+    logging.getLogger("uvicorn.error").warning("GET %s", PRESIGNED)
+    logging.getLogger("aiohttp.client").warning('body {"taskToken": "%s"}', RAW_TOKEN)
+
+    lines = [json.loads(text) for text in log_buffer.getvalue().splitlines()]
+    assert [line["logger"] for line in lines] == [
+        "botocore.endpoint",
+        "uvicorn.error",
+        "aiohttp.client",
+    ]
+    assert all(line["level"] == "warning" and "timestamp" in line for line in lines)
+    text = log_buffer.getvalue()
+    assert RAW_TOKEN not in text
+    assert "X-Amz-Signature" not in text
+    assert text.count(MASKED) == 2
+
+
+def test_log_format_console_is_human_readable_and_masked():
+    buffer = io.StringIO()
+    configure_logging("info", stream=buffer, fmt="console")
+    structlog.configure(cache_logger_on_first_use=False)
+    try:
+        structlog.get_logger("t").info("callback sent", task_token=TaskToken(RAW_TOKEN))
+        import logging
+
+        logging.getLogger("uvicorn.error").warning("GET %s", PRESIGNED)
+    finally:
+        structlog.reset_defaults()
+        detach_logging()
+    text = buffer.getvalue()
+    first, second = text.splitlines()[:2]
+    assert "callback sent" in first and MASKED in first and not first.startswith("{")
+    assert "GET https://bucket.s3.amazonaws.com/exports/file.csv?<redacted>" in second
+    assert RAW_TOKEN not in text
+
+
+def test_log_format_defaults_to_console_on_a_terminal_and_json_otherwise(monkeypatch):
+    from src.infrastructure.log_setup import log_format
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("LOG_FORMAT", raising=False)
+    assert log_format(Terminal()) == "console"
+    assert log_format(io.StringIO()) == "json"
+    monkeypatch.setenv("LOG_FORMAT", "JSON")
+    assert log_format(Terminal()) == "json"
+    with pytest.raises(ValueError, match="LOG_FORMAT"):
+        log_format(io.StringIO(), "xml")

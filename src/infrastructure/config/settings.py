@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Iterable
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -97,7 +99,13 @@ class Settings(BaseSettings):
 
     # Admin API and logging
     port: int = 3000
-    log_level: str = "info"
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    log_format: Literal["json", "console"] | None = None  # unset: console on a terminal
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @property
     def export_api_timeout_seconds(self) -> float:
@@ -114,3 +122,46 @@ class Settings(BaseSettings):
     @property
     def work_lease_seconds(self) -> float:
         return float(self.sqs_visibility_timeout)
+
+
+class SettingsError(Exception):
+    """Settings that cannot work: the message names the environment variables."""
+
+
+# What `serve` cannot run without, and what each is (the message an operator sees).
+REQUIRED_TO_SERVE = {
+    "sqs_export_jobs_url": "the URL of the export-job queue the state machine sends to",
+    "sqs_download_tasks_url": "the URL of the service's own download-task queue",
+    "s3_bucket_name": "the bucket the exported files are copied into",
+}
+_URL_SETTINGS = ("sqs_export_jobs_url", "sqs_download_tasks_url", "export_api_base_url")
+# Never echoed back in an error (their values are secrets).
+_SECRET_SETTINGS = frozenset({"aws_secret_access_key", "aws_session_token"})
+
+
+def load_settings(required: Iterable[str] = ()) -> Settings:
+    """Settings from the environment, or SettingsError with one line naming each
+    variable that is missing or invalid."""
+    try:
+        settings = Settings()
+    except ValidationError as err:
+        problems = []
+        for error in err.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            shown = "" if field in _SECRET_SETTINGS else f" (got {error.get('input')!r})"
+            problems.append(f"{field.upper()}: {error['msg']}{shown}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+    problems = [
+        f"{name.upper()} is not set ({REQUIRED_TO_SERVE.get(name, 'required')})"
+        for name in required
+        if not str(getattr(settings, name) or "").strip()
+    ]
+    problems += [
+        f"{name.upper()} must be an http(s) URL (got {getattr(settings, name)!r})"
+        for name in _URL_SETTINGS
+        if getattr(settings, name)
+        and not str(getattr(settings, name)).startswith(("http://", "https://"))
+    ]
+    if problems:
+        raise SettingsError("; ".join(problems))
+    return settings
