@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from src.application.ports.export_api import ExportStatus
 from src.application.ports.file_transfer import OnCheckpoint, TransferFailed, TransferResult
+from src.application.ports.job_queries import BadCursor, JobPage, TaskPage
 from src.application.ports.job_repository import AttachOutcome, ConditionFailed
 from src.application.ports.task_repository import Recorded, RecordOutcome
 from src.application.ports.work_queue import TaskRef
@@ -351,6 +352,62 @@ class InMemoryTasks:  # implements TaskRepository
 
 def _by_index(task: DownloadTask) -> int:
     return task.index
+
+
+class InMemoryJobQueries:  # implements JobQueries
+    """Like DynamoDbJobQueries: newest first by createdAt (then jobId), pages of `limit`,
+    opaque cursors tied to their filters; the counters item is not a file."""
+
+    def __init__(self, jobs: InMemoryJobs, tasks: InMemoryTasks) -> None:
+        self.jobs, self.tasks = jobs, tasks
+
+    @staticmethod
+    def _cursor(kind: str, offset: int) -> str:
+        return f"{kind}|{offset}"
+
+    @staticmethod
+    def _offset(cursor: str | None, kind: str) -> int:
+        if not cursor:
+            return 0
+        cursor_kind, _, offset = cursor.rpartition("|")
+        if cursor_kind != kind or not offset.isdigit():
+            raise BadCursor("the cursor belongs to another query (or is not a cursor)")
+        return int(offset)
+
+    async def list_jobs(
+        self,
+        *,
+        status: JobStatus | None = None,
+        user_id: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        await asyncio.sleep(0)
+        kind = f"{status}:{user_id}"
+        start = self._offset(cursor, kind)
+        chosen = sorted(
+            (
+                job
+                for job in self.jobs.items.values()
+                if (status is None or job.status is status)
+                and (user_id is None or job.user_id == user_id)
+            ),
+            key=lambda job: (job.created_at, job.job_id),
+            reverse=True,
+        )
+        page = chosen[start : start + limit]
+        more = start + limit < len(chosen)
+        return JobPage(page, self._cursor(kind, start + limit) if more else None)
+
+    async def list_tasks(
+        self, job_id: str, *, limit: int = 100, cursor: str | None = None
+    ) -> TaskPage:
+        kind = f"tasks:{job_id}"
+        start = self._offset(cursor, kind)
+        recorded = await self.tasks.list_for_job(job_id)
+        page = recorded[start : start + limit]
+        more = start + limit < len(recorded)
+        return TaskPage(page, self._cursor(kind, start + limit) if more else None)
 
 
 class RecordingQueue:  # implements WorkQueue
