@@ -23,8 +23,10 @@ from src.application.use_cases.start_export_job import StartExportJob
 from src.domain.export_limits import ExportLimits
 from src.domain.polling import PollPolicy
 from src.infrastructure.aws.clients import new_session, open_client
+from src.infrastructure.aws.readiness import DependencyProbe
 from src.infrastructure.clock import SystemClock
 from src.infrastructure.config.settings import Settings
+from src.infrastructure.dynamodb.job_queries import DynamoDbJobQueries
 from src.infrastructure.dynamodb.job_repository import DynamoDbJobRepository
 from src.infrastructure.dynamodb.leases import DynamoDbLeases
 from src.infrastructure.dynamodb.task_repository import DynamoDbTaskRepository
@@ -36,6 +38,8 @@ from src.infrastructure.sqs.dead_letters import SqsDeadLetters
 from src.infrastructure.sqs.message_queue import SqsMessageQueue
 from src.infrastructure.sqs.work_queue import SqsWorkQueue
 from src.infrastructure.stepfunctions.callbacks import StepFunctionsCallbacks
+from src.processing.api.app import AdminContext
+from src.processing.api.auth import ApiKeys, split_keys
 from src.processing.consumers.download_tasks import DownloadTaskHandler
 from src.processing.consumers.export_jobs import ExportJobHandler
 from src.processing.consumers.loop import ConsumerSettings, SqsConsumer
@@ -328,4 +332,47 @@ class Container(containers.DeclarativeContainer):
         round_=providers.Callable(reaper_round, reap_stuck_jobs, owner),
         tick_seconds=settings.provided.reaper_interval_seconds,
         batch=1_000_000,  # never loop at once: one round per tick
+    )
+
+    # The admin API
+    job_queries = providers.Singleton(
+        DynamoDbJobQueries,
+        client=dynamodb,
+        table_name=settings.provided.dynamodb_table_name,
+        tasks_table=settings.provided.dynamodb_tasks_table_name,
+    )
+    probe = providers.Singleton(
+        DependencyProbe,
+        dynamodb=dynamodb,
+        sqs=sqs,
+        s3=s3,
+        jobs_table=settings.provided.dynamodb_table_name,
+        tasks_table=settings.provided.dynamodb_tasks_table_name,
+        queues=providers.Callable(
+            lambda s: {
+                "export-jobs": s.sqs_export_jobs_url,
+                "download-tasks": s.sqs_download_tasks_url,
+            },
+            settings,
+        ),
+        bucket=settings.provided.s3_bucket_name,
+        prefix=settings.provided.s3_prefix,
+    )
+    api_keys = providers.Singleton(
+        lambda s: ApiKeys(
+            split_keys(s.admin_api_keys),
+            split_keys(s.admin_readonly_keys),
+            disabled=s.admin_auth_disabled,
+        ),
+        settings,
+    )
+    admin_context = providers.Factory(
+        AdminContext,
+        keys=api_keys,
+        queries=job_queries,
+        jobs=jobs,
+        start_job=start_export_job,
+        cancel_job=cancel_job,
+        probe=probe,
+        metrics_public=settings.provided.metrics_public,
     )

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import secrets
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -21,6 +22,7 @@ from src.infrastructure.config.settings import (
     load_settings,
 )
 from src.infrastructure.log_setup import configure_logging
+from src.processing.api.app import create_app
 from src.processing.service import Service
 
 app = typer.Typer(add_completion=False, help="Export service for AWS Step Functions workflows.")
@@ -74,6 +76,7 @@ async def _run(*, embedded: bool, demo: bool, exit_after_demo: bool) -> int:
         )
         stack = EmbeddedStack().start()
         stack.apply_env()
+        _admin_key_for_local_use()
     elif not os.environ.get("AWS_ENDPOINT"):
         log.info("no AWS_ENDPOINT: using AWS through the standard credential chain")
     container = Container()
@@ -92,8 +95,17 @@ async def _run(*, embedded: bool, demo: bool, exit_after_demo: bool) -> int:
             workers.append(await container.reaper())  # type: ignore[misc]
         if settings.dispatch_resume_interval_seconds > 0:
             workers.append(await container.dispatcher())  # type: ignore[misc]
+        context = await container.admin_context()  # type: ignore[misc]
+        if not context.keys.configured and not context.keys.disabled:
+            log.warning(
+                "ADMIN_API_KEYS is not set: the admin API refuses every request but /health"
+            )
         service = Service(
-            workers, port=settings.port, grace_seconds=settings.shutdown_grace_seconds
+            workers,
+            api=lambda ready: create_app(context, ready),
+            host=settings.admin_host,
+            port=settings.port,
+            grace_seconds=settings.shutdown_grace_seconds,
         )
         demo_task = None
         if demo:
@@ -106,6 +118,22 @@ async def _run(*, embedded: bool, demo: bool, exit_after_demo: bool) -> int:
         if stack is not None:
             stack.stop()
     return outcome["code"]
+
+
+def _admin_key_for_local_use() -> None:
+    """The embedded default: a fresh admin key for this run, printed once (not logged)."""
+    if os.environ.get("ADMIN_API_KEYS") or os.environ.get("ADMIN_AUTH_DISABLED"):
+        return
+    key = secrets.token_urlsafe(24)
+    os.environ["ADMIN_API_KEYS"] = key
+    port = os.environ.get("PORT", "3000")
+    print(
+        f"\nAdmin API key for this run (printed once, not logged): {key}\n"
+        f"  console: http://127.0.0.1:{port}/console  "
+        f"API: curl -H 'X-API-Key: {key}' http://127.0.0.1:{port}/jobs\n",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 async def _demo(service: Service, outcome: dict[str, int], exit_after: bool) -> None:

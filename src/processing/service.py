@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import structlog
 import uvicorn
-
-from src.processing.api.app import create_app
 
 log = structlog.get_logger(__name__)
 
@@ -33,11 +31,13 @@ class Service:
         self,
         consumers: Sequence[Worker],
         *,
-        host: str = "0.0.0.0",
+        api: Callable[[Callable[[], bool]], Any],
+        host: str = "127.0.0.1",
         port: int = 3000,
         grace_seconds: float = 30.0,
     ) -> None:
         self._consumers = consumers
+        self._api = api  # builds the admin API's ASGI app, given "is the service ready"
         self._host = host
         self._port = port
         self._grace = grace_seconds
@@ -49,7 +49,7 @@ class Service:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig.name)
         config = uvicorn.Config(
-            create_app(lambda: self._ready),
+            self._api(lambda: self._ready),
             host=self._host,
             port=self._port,
             log_config=None,

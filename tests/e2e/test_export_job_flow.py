@@ -211,7 +211,9 @@ def test_malformed_messages_are_rejected_with_a_reason_and_the_consumer_goes_on(
 def test_the_admin_api_exposes_callback_and_download_counters(service: ServiceProcess) -> None:
     import urllib.request
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{service.port}/metrics", timeout=5) as r:
+    url = f"http://127.0.0.1:{service.port}/metrics"
+    request = urllib.request.Request(url, headers={"X-API-Key": service.api_key})
+    with urllib.request.urlopen(request, timeout=5) as r:
         text = r.read().decode()
     delivered = [
         line for line in text.splitlines()

@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+API_KEY = "test-admin-key"  # every replica started here accepts it (full access)
 
 
 def free_port() -> int:
@@ -26,11 +27,14 @@ class ServiceProcess:
 
     def __init__(self, env: dict[str, str], log_path: Path, **overrides: str) -> None:
         self.port = free_port()
-        self.env = {**os.environ, **env, "PORT": str(self.port), **overrides}
+        self.env = {
+            **os.environ, "ADMIN_API_KEYS": API_KEY, **env, "PORT": str(self.port), **overrides
+        }  # fmt: skip
+        self.api_key = self.env["ADMIN_API_KEYS"].split(",")[0]
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 30.0) -> ServiceProcess:
+    def start(self, timeout: float = 30.0, ready_path: str = "/health/ready") -> ServiceProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
@@ -40,12 +44,12 @@ class ServiceProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        self._wait_ready(timeout)
+        self._wait_ready(timeout, ready_path)
         return self
 
-    def _wait_ready(self, timeout: float) -> None:
+    def _wait_ready(self, timeout: float, path: str) -> None:
         deadline = time.monotonic() + timeout
-        url = f"http://127.0.0.1:{self.port}/health/ready"
+        url = f"http://127.0.0.1:{self.port}{path}"
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:

@@ -98,7 +98,15 @@ class Settings(BaseSettings):
     instance_id: str = Field(default_factory=_default_instance_id)
 
     # Admin API and logging
-    port: int = 3000
+    port: int = Field(3000, ge=1, le=65535)
+    # 127.0.0.1 by default: the container image sets 0.0.0.0 (its port is published).
+    admin_host: str = "127.0.0.1"
+    # Comma-separated keys: full access, and read-only. Kept only as digests in memory.
+    admin_api_keys: str = ""
+    admin_readonly_keys: str = ""
+    # No key needed at all: for local use only, never where the port is reachable.
+    admin_auth_disabled: bool = False
+    metrics_public: bool = False  # /metrics without a key (a scraper on a private network)
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     log_format: Literal["json", "console"] | None = None  # unset: console on a terminal
 

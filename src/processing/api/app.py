@@ -1,30 +1,239 @@
-"""The admin HTTP API (FastAPI). For now: liveness and readiness."""
+"""The admin HTTP API (FastAPI): health, metrics, jobs (list, show, start, cancel, retry,
+resend the answer), statistics and dead-letter queues. Errors are JSON `{code, message}`;
+everything but /health/* needs an API key (see auth.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Protocol
 
-from fastapi import FastAPI, Response, status
+import structlog
+from fastapi import Depends, FastAPI, Query, Request, Response, status
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from src.application.commands import CancelJobCommand
+from src.application.ports.job_queries import BadCursor, JobQueries
+from src.application.ports.job_repository import JobRepository
+from src.application.use_cases.cancel_job import CancelJob
+from src.application.use_cases.start_export_job import StartExportJob
+from src.domain.job_status import JobStatus
+from src.processing.api import schemas
+from src.processing.api.auth import Access, ApiKeys, Require
+from src.processing.messages import ExportJobMessage
+
+log = structlog.get_logger(__name__)
+
+JOB_ID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+JOB_PATH = PathParam(pattern=JOB_ID, description="the job's id (a UUID)")
 
 
-def create_app(is_ready: Callable[[], bool]) -> FastAPI:
-    app = FastAPI(title="Export service admin API", version="0.1.0")
+class Check(Protocol):
+    name: str
+    ok: bool
+    detail: str
 
-    @app.get("/health/live")
+
+class ReadinessProbe(Protocol):
+    async def checks(self) -> list[Check]: ...
+
+
+class ApiError(Exception):
+    def __init__(self, status_code: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status_code, self.code, self.message, self.extra = status_code, code, message, extra
+
+
+@dataclass
+class AdminContext:
+    """What the API works with: the keys, the probes, the queries and the use cases."""
+
+    keys: ApiKeys
+    queries: JobQueries
+    jobs: JobRepository
+    start_job: StartExportJob
+    cancel_job: CancelJob
+    probe: ReadinessProbe | None = None
+    metrics_public: bool = False
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": schemas.ErrorBody, "description": "no valid API key"},
+    403: {"model": schemas.ErrorBody, "description": "a read-only key on a write route"},
+    422: {"model": schemas.ErrorBody, "description": "invalid request"},
+}
+_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+          405: "method_not_allowed", 409: "conflict", 422: "validation_error"}  # fmt: skip
+
+
+def _error(status_code: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status_code == 401 else None
+    body = {"code": code, "message": message, **extra}
+    return JSONResponse(body, status_code=status_code, headers=headers)
+
+
+def create_app(context: AdminContext, is_ready: Callable[[], bool] = lambda: True) -> FastAPI:
+    app = FastAPI(
+        title="Export service admin API",
+        version="0.1.0",
+        description="Operate the export service: jobs, their files and answers, statistics, "
+        "dead letters. Send an API key as `X-API-Key` or `Authorization: Bearer`.",
+    )
+    read = Depends(Require(context.keys, Access.READ))
+    write = Depends(Require(context.keys, Access.WRITE))
+
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, err: ApiError) -> JSONResponse:
+        return _error(err.status_code, err.code, err.message, **err.extra)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, err: StarletteHTTPException) -> JSONResponse:
+        code = _CODES.get(err.status_code, "error")
+        return _error(err.status_code, code, str(err.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, err: Exception) -> JSONResponse:
+        log.error("admin API request failed", error=type(err).__name__, exc_info=err)
+        return _error(500, "internal_error", "the request failed; see the service's log")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, err: RequestValidationError) -> JSONResponse:
+        # Field and problem only: never the input, which may hold a task token.
+        details = [
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))}
+            for e in err.errors()
+        ]
+        message = "; ".join(f"{'.'.join(d['loc'][1:]) or 'body'}: {d['msg']}" for d in details)
+        return _error(422, "validation_error", message[:1000], details=details[:20])
+
+    # ---- health and metrics ----------------------------------------------------------
+
+    @app.get("/health/live", tags=["health"])
     async def live() -> dict[str, str]:
+        """The process is up (no dependency is checked)."""
         return {"status": "ok"}
 
-    @app.get("/health/ready")
-    async def ready(response: Response) -> dict[str, str]:
-        if is_ready():
-            return {"status": "ready"}
-        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-        return {"status": "starting"}
+    @app.get(
+        "/health/ready",
+        tags=["health"],
+        responses={503: {"description": "starting, or a dependency failed (named)"}},
+    )
+    async def ready(response: Response) -> dict[str, Any]:
+        """Ready to work: started, and the tables, queues and bucket answer (each checked
+        with a short timeout, cached a few seconds)."""
+        checks: list[Check] = await context.probe.checks() if context.probe else []
+        failed = [c.name for c in checks if not c.ok]
+        started = is_ready()
+        if started and not failed:
+            body: dict[str, Any] = {"status": "ready"}
+        else:
+            response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+            body = {"status": "starting" if not started else "unavailable", "failed": failed}
+        body["checks"] = {c.name: c.detail for c in checks}
+        return body
 
-    @app.get("/metrics")
+    metrics_guard = [] if context.metrics_public else [read]
+
+    @app.get("/metrics", tags=["health"], dependencies=metrics_guard, responses=_ERROR_RESPONSES)
     async def metrics() -> Response:
-        """Prometheus text format: callbacks and downloads by outcome."""
+        """Prometheus text format (see the README for every metric and sample alerts)."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    # ---- jobs ------------------------------------------------------------------------
+
+    async def the_job(job_id: str) -> Any:
+        job = await context.jobs.get(job_id)
+        if job is None:
+            raise ApiError(404, "not_found", f"no job {job_id}")
+        return job
+
+    @app.get(
+        "/jobs",
+        tags=["jobs"],
+        dependencies=[read],
+        response_model=schemas.JobList,
+        responses={400: {"model": schemas.ErrorBody}, **_ERROR_RESPONSES},
+    )
+    async def list_jobs(
+        job_status: Annotated[JobStatus | None, Query(alias="status")] = None,
+        user_id: Annotated[str | None, Query(alias="userId", min_length=1, max_length=256)] = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        cursor: Annotated[str | None, Query(max_length=4096)] = None,
+    ) -> dict[str, Any]:
+        """Jobs newest first, by status and/or userId (through the indexes, never a scan)."""
+        try:
+            page = await context.queries.list_jobs(
+                status=job_status, user_id=user_id, limit=limit, cursor=cursor
+            )
+        except BadCursor as err:
+            raise ApiError(400, "bad_cursor", str(err)) from None
+        return {"items": [schemas.job_out(j) for j in page.jobs], "cursor": page.cursor}
+
+    @app.get(
+        "/jobs/{job_id}",
+        tags=["jobs"],
+        dependencies=[read],
+        response_model=schemas.JobDetail,
+        responses={404: {"model": schemas.ErrorBody}, 400: {"model": schemas.ErrorBody},
+                   **_ERROR_RESPONSES},
+    )  # fmt: skip
+    async def show_job(
+        job_id: Annotated[str, JOB_PATH],
+        files_limit: Annotated[int, Query(alias="filesLimit", ge=1, le=1000)] = 100,
+        files_cursor: Annotated[str | None, Query(alias="filesCursor", max_length=4096)] = None,
+    ) -> dict[str, Any]:
+        """A job: counters, timings, its answer (tokens masked), the workflows waiting on
+        it, and its files a page at a time."""
+        job = await the_job(job_id)
+        try:
+            page = await context.queries.list_tasks(job_id, limit=files_limit, cursor=files_cursor)
+        except BadCursor as err:
+            raise ApiError(400, "bad_cursor", str(err)) from None
+        return schemas.job_detail(job, page.tasks, page.cursor, first_page=files_cursor is None)
+
+    @app.post(
+        "/jobs",
+        tags=["jobs"],
+        dependencies=[write],
+        status_code=202,
+        response_model=schemas.JobCreated,
+        responses={409: {"model": schemas.ErrorBody}, **_ERROR_RESPONSES},
+    )
+    async def start_job(body: ExportJobMessage, response: Response) -> dict[str, Any]:
+        """Start an export job, as an export-job message would (same validation); with a
+        taskToken, that workflow is answered when it ends."""
+        location = f"/jobs/{body.job_id}"
+        if await context.jobs.get(body.job_id, counted=False) is not None:
+            raise ApiError(409, "conflict", f"job {body.job_id} exists", location=location)
+        result = await context.start_job.execute(body.to_command())
+        if not result.created:
+            raise ApiError(409, "conflict", f"job {body.job_id} exists", location=location)
+        response.headers["Location"] = location
+        return {"jobId": result.job.job_id, "status": result.job.status.value, "location": location}
+
+    @app.post(
+        "/jobs/{job_id}/cancel",
+        tags=["jobs"],
+        dependencies=[write],
+        response_model=schemas.JobOut,
+        responses={404: {"model": schemas.ErrorBody}, 409: {"model": schemas.ErrorBody},
+                   **_ERROR_RESPONSES},
+    )  # fmt: skip
+    async def cancel(job_id: Annotated[str, JOB_PATH]) -> dict[str, Any]:
+        """Cancel an unfinished job; its workflow is answered `JobCancelled`."""
+        job = await the_job(job_id)
+        if job.is_terminal:
+            raise ApiError(409, "conflict", f"job {job_id} has ended ({job.status.value})")
+        result = await context.cancel_job.execute(
+            CancelJobCommand(job_id, "Cancelled by an operator")
+        )
+        if not result.cancelled:
+            raise ApiError(409, "conflict", f"job {job_id} ended before it could be cancelled")
+        return schemas.job_out(await the_job(job_id))
 
     return app

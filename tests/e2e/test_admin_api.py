@@ -1,0 +1,202 @@
+"""The admin API over real HTTP, on the real service (a child process) and the embedded
+stack: every route, with and without keys, and its errors (401, 403, 404, 409, 422)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from src.local.stack import EmbeddedStack
+from tests.support.admin_api import AdminApi
+from tests.support.aws import Aws, wait_for
+from tests.support.service_process import ServiceProcess
+
+pytestmark = pytest.mark.e2e
+
+FULL, READ_ONLY = "full-key-for-tests", "read-only-key-for-tests"
+RAW_TOKEN = "AAAAKgAAAAIAAAAAAAAAAQ" + "x" * 60 + "ZZZZ"
+FAST = {
+    "POLLING_INTERVAL_MS": "300",
+    "POLLING_MAX_INTERVAL_MS": "500",
+    "POLLER_TICK_MS": "200",
+    "SQS_WAIT_TIME_SECONDS": "1",
+    "ADMIN_API_KEYS": FULL,
+    "ADMIN_READONLY_KEYS": READ_ONLY,
+}
+
+
+@pytest.fixture(scope="module")
+def env(embedded_stack: EmbeddedStack) -> dict[str, str]:
+    return {**embedded_stack.env(embedded_stack.provision("adm-")), **FAST}
+
+
+@pytest.fixture(scope="module")
+def service(
+    env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceProcess]:
+    process = ServiceProcess(env, tmp_path_factory.mktemp("adm") / "service.log").start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def api(service: ServiceProcess) -> AdminApi:
+    return AdminApi(f"http://127.0.0.1:{service.port}", FULL)
+
+
+@pytest.fixture(scope="module")
+def aws(env: dict[str, str]) -> Aws:
+    return Aws(env)
+
+
+def a_job(export_id: str, **extra: object) -> dict[str, object]:
+    return {"jobId": str(uuid.uuid4()), "exportId": export_id, "userId": "ops", **extra}
+
+
+def ended(api: AdminApi, job_id: str) -> dict[str, object]:
+    def check() -> dict[str, object] | None:
+        reply = api.get(f"/jobs/{job_id}")
+        return reply.body if reply.status == 200 and reply.body["completedAt"] else None
+
+    return wait_for(check, 60, f"job {job_id} to end")
+
+
+def test_health_needs_no_key_and_ready_names_every_dependency(api: AdminApi) -> None:
+    anonymous = api.as_key(None)
+    assert anonymous.get("/health/live").body == {"status": "ok"}
+    ready = anonymous.get("/health/ready")
+    assert ready.status == 200, ready.text
+    assert ready.body["status"] == "ready"
+    checks = ready.body["checks"]
+    assert len(checks) == 5 and set(checks.values()) == {"ok"}
+    assert any(name.startswith("bucket ") for name in checks)
+
+
+def test_everything_else_needs_a_key(api: AdminApi) -> None:
+    for path in ("/jobs", f"/jobs/{uuid.uuid4()}", "/metrics"):
+        for who in (api.as_key(None), api.as_key("wrong-key")):
+            reply = who.get(path)
+            assert reply.status == 401, (path, reply.text)
+            assert reply.body["code"] == "unauthorized"
+            assert reply.headers.get("www-authenticate") == "Bearer"
+    bearer = api.as_key(None).get("/jobs", headers={"Authorization": f"Bearer {READ_ONLY}"})
+    assert bearer.status == 200
+
+
+def test_a_read_only_key_reads_but_cannot_write(api: AdminApi) -> None:
+    reader = api.as_key(READ_ONLY)
+    assert reader.get("/jobs").status == 200
+    assert reader.get("/metrics").status == 200
+    reply = reader.post("/jobs", a_job("files-1"))
+    assert reply.status == 403 and reply.body["code"] == "forbidden"
+    assert reader.post(f"/jobs/{uuid.uuid4()}/cancel").status == 403
+
+
+def test_start_a_job_then_see_it_with_its_files(api: AdminApi) -> None:
+    body = a_job("files-3-size-2048", metadata={"team": "ops"})
+    created = api.post("/jobs", body)
+    assert created.status == 202, created.text
+    location = f"/jobs/{body['jobId']}"
+    assert created.headers["location"] == location == created.body["location"]
+
+    job = ended(api, str(body["jobId"]))
+    assert job["status"] == "COMPLETED"
+    assert (job["totalTasks"], job["completedTasks"], job["failedTasks"]) == (3, 3, 0)
+    assert job["metadata"] == {"team": "ops"}
+    assert job["callback"]["status"] == "NOT_REQUIRED" and job["hasTaskToken"] is False
+    files = job["files"]
+    assert [f["status"] for f in files["items"]] == ["COMPLETED"] * 3
+    assert all(f["size"] == 2048 and len(f["sha256"]) == 64 for f in files["items"])
+    assert files["cursor"] is None and files["unrecorded"] == 0
+
+    paged = api.get(f"{location}?filesLimit=2")
+    assert len(paged.body["files"]["items"]) == 2 and paged.body["files"]["unrecorded"] is None
+    rest = api.get(f"{location}?filesLimit=2&filesCursor={paged.body['files']['cursor']}")
+    assert [f["index"] for f in rest.body["files"]["items"]] == [2]
+
+
+def test_an_existing_job_id_is_a_conflict_with_its_location(api: AdminApi) -> None:
+    body = a_job("files-1")
+    assert api.post("/jobs", body).status == 202
+    again = api.post("/jobs", {**body, "exportId": "files-2"})
+    assert again.status == 409
+    assert again.body["code"] == "conflict"
+    assert again.body["location"] == f"/jobs/{body['jobId']}"
+
+
+def test_invalid_bodies_and_ids_are_422_without_echoing_the_input(api: AdminApi) -> None:
+    reply = api.post("/jobs", {"jobId": "not-a-uuid", "exportId": "", "taskToken": RAW_TOKEN})
+    assert reply.status == 422
+    assert reply.body["code"] == "validation_error"
+    assert "jobId" in reply.body["message"]
+    assert RAW_TOKEN not in reply.text
+    assert api.post("/jobs", "this is not json").status == 422
+    assert api.get("/jobs/not-a-uuid").status == 422
+    assert api.get("/jobs?status=NOPE").status == 422
+    assert api.get("/jobs?limit=0").status == 422
+
+
+def test_unknown_jobs_are_404_and_bad_cursors_400(api: AdminApi) -> None:
+    missing = api.get(f"/jobs/{uuid.uuid4()}")
+    assert missing.status == 404 and missing.body["code"] == "not_found"
+    assert api.post(f"/jobs/{uuid.uuid4()}/cancel").status == 404
+    bad = api.get("/jobs?cursor=garbage")
+    assert bad.status == 400 and bad.body["code"] == "bad_cursor"
+
+
+def test_jobs_are_listed_newest_first_by_status_and_user_in_pages(api: AdminApi) -> None:
+    user = f"lister-{uuid.uuid4().hex[:6]}"
+    ids = []
+    for _ in range(3):
+        body = {**a_job("files-1"), "userId": user}
+        assert api.post("/jobs", body).status == 202
+        ids.append(body["jobId"])
+    for job_id in ids:
+        ended(api, str(job_id))
+
+    first = api.get(f"/jobs?userId={user}&limit=2")
+    assert [j["jobId"] for j in first.body["items"]] == ids[::-1][:2]
+    second = api.get(f"/jobs?userId={user}&limit=2&cursor={first.body['cursor']}")
+    assert [j["jobId"] for j in second.body["items"]] == ids[:1]
+    assert second.body["cursor"] is None
+
+    completed = api.get(f"/jobs?status=COMPLETED&userId={user}")
+    assert {j["jobId"] for j in completed.body["items"]} == set(ids)
+    assert api.get(f"/jobs?status=FAILED&userId={user}").body["items"] == []
+    everything = api.get("/jobs?limit=200").body["items"]
+    assert set(ids) <= {j["jobId"] for j in everything}
+
+
+def test_cancel_an_unfinished_job_then_it_is_a_conflict(api: AdminApi, aws: Aws) -> None:
+    body = a_job(f"t{uuid.uuid4().hex[:8]}-neverready", taskToken=RAW_TOKEN)
+    assert api.post("/jobs", body).status == 202
+    job_id = str(body["jobId"])
+    wait_for(lambda: (aws.job(job_id) or {}).get("status") == "POLLING" or None, 30)
+
+    shown = api.get(f"/jobs/{job_id}").body
+    assert shown["hasTaskToken"] is True
+    [waiting] = shown["waitingWorkflows"]
+    assert waiting["token"] != RAW_TOKEN and waiting["token"].startswith("AAAAKgAA")
+    assert RAW_TOKEN not in api.get(f"/jobs/{job_id}").text
+
+    cancelled = api.post(f"/jobs/{job_id}/cancel")
+    assert cancelled.status == 200, cancelled.text
+    assert cancelled.body["status"] == "CANCELLED"
+    assert cancelled.body["error"]["message"] == "Cancelled by an operator"
+    again = api.post(f"/jobs/{job_id}/cancel")
+    assert again.status == 409 and "CANCELLED" in again.body["message"]
+
+
+def test_ready_is_503_naming_the_dependency_that_fails(env: dict[str, str], tmp_path: Path) -> None:
+    broken = ServiceProcess(env, tmp_path / "s.log", S3_BUCKET_NAME="no-such-bucket-here")
+    broken.start(ready_path="/health/live")
+    try:
+        reply = AdminApi(f"http://127.0.0.1:{broken.port}").get("/health/ready")
+    finally:
+        broken.stop()
+    assert reply.status == 503
+    assert reply.body["failed"] == ["bucket no-such-bucket-here"]
+    assert reply.body["checks"]["bucket no-such-bucket-here"] == "NoSuchBucket"
