@@ -13,7 +13,8 @@ FROM python:3.11-slim
 RUN useradd --create-home --uid 10001 app
 WORKDIR /app
 COPY --from=build /app /app
-ENV PATH="/app/.venv/bin:$PATH" PYTHONUNBUFFERED=1 PORT=3000
+# The admin port is published: listen on every interface (the API requires a key).
+ENV PATH="/app/.venv/bin:$PATH" PYTHONUNBUFFERED=1 PORT=3000 ADMIN_HOST=0.0.0.0
 USER app
 EXPOSE 3000
 HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request,os; urllib.request.urlopen(f'http://127.0.0.1:{os.environ.get(\"PORT\",\"3000\")}/health/live')"
