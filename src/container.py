@@ -15,6 +15,8 @@ from src.application.use_cases.dispatch_download_tasks import (
     DispatchDownloadTasks,
     DispatchPolicy,
 )
+from src.application.use_cases.job_stats import JobStats
+from src.application.use_cases.operator_actions import ResendAnswer, RetryFailedFiles
 from src.application.use_cases.poll_export_status import PollExportStatus
 from src.application.use_cases.process_file import ProcessFile
 from src.application.use_cases.reap_stuck_jobs import ReaperPolicy, ReapStuckJobs
@@ -366,6 +368,17 @@ class Container(containers.DeclarativeContainer):
         ),
         settings,
     )
+    retry_failed_files = providers.Factory(
+        RetryFailedFiles, jobs=jobs, tasks=tasks, queue=work_queue, clock=clock
+    )
+    resend_answer = providers.Factory(
+        ResendAnswer,
+        jobs=jobs,
+        complete_job=complete_job,
+        clock=clock,
+        lease=providers.Callable(lambda s: timedelta(seconds=s.callback_lease_seconds), settings),
+    )
+    job_stats = providers.Factory(JobStats, queries=job_queries)
     admin_context = providers.Factory(
         AdminContext,
         keys=api_keys,
@@ -373,6 +386,12 @@ class Container(containers.DeclarativeContainer):
         jobs=jobs,
         start_job=start_export_job,
         cancel_job=cancel_job,
+        retry=retry_failed_files,
+        resend=resend_answer,
+        stats=job_stats,
+        dead_letters=providers.Dict(
+            {"export-jobs": export_jobs_dead_letters, "download-tasks": download_tasks_dead_letters}
+        ),
         probe=probe,
         metrics_public=settings.provided.metrics_public,
     )

@@ -341,6 +341,39 @@ class InMemoryTasks:  # implements TaskRepository
             return Recorded(RecordOutcome.COUNTED_LAST, (completed, failed))
         return Recorded(RecordOutcome.COUNTED)
 
+    async def reopen_failed(
+        self, job: ExportJob, reopened: ExportJob, tasks: Sequence[DownloadTask]
+    ) -> ExportJob:
+        await asyncio.sleep(0)
+        stored = self.jobs.items.get(job.job_id)
+        if (
+            stored is None
+            or job.job_id not in self.progress  # counted by an earlier version
+            or stored.version != job.version
+            or stored.status is not job.status
+            or stored.callback.status is not job.callback.status
+        ):
+            raise ConditionFailed(job.job_id)
+        chunks = [list(tasks[:98])] + [list(tasks[i : i + 99]) for i in range(98, len(tasks), 99)]
+        saved = replace(reopened, version=job.version + 1)
+        for number, chunk in enumerate(chunks):  # each chunk all or nothing, like a transaction
+            pending, completed, failed = self.progress[job.job_id]
+            keys = [(t.job_id, t.task_id) for t in chunk]
+            if failed < len(chunk) or any(
+                k not in self.items or self.items[k].status is not TaskStatus.FAILED for k in keys
+            ):
+                if number == 0:
+                    raise ConditionFailed(job.job_id)
+                raise RuntimeError("transaction cancelled")
+            self.progress[job.job_id] = (pending + len(chunk), completed, failed - len(chunk))
+            for task in chunk:
+                self.items[(task.job_id, task.task_id)] = task
+            if number == 0:
+                self.jobs.items[job.job_id] = saved
+            shown = self.jobs.items[job.job_id]  # what the job repository shows
+            self.jobs.items[job.job_id] = shown.with_progress(completed, failed - len(chunk), None)
+        return saved
+
     async def release(self, task: DownloadTask, owner: str) -> None:
         await asyncio.sleep(0)
         stored = self.items[(task.job_id, task.task_id)]

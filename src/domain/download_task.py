@@ -78,6 +78,26 @@ class DownloadTask:
             lease_expires_at=until,
         )
 
+    def retried(self, now: datetime) -> DownloadTask:
+        """A failed file to be copied again (an operator's retry): PENDING, its attempts,
+        error, result and copy in progress forgotten. `created_at` becomes now: the work
+        item is a fresh dispatch."""
+        if self.status is TaskStatus.COMPLETED:
+            raise DomainError(f"task {self.task_id} is COMPLETED: nothing to retry")
+        return replace(
+            self,
+            status=TaskStatus.PENDING,
+            attempts=0,
+            bytes=None,
+            sha256=None,
+            error=None,
+            lease_owner=None,
+            lease_expires_at=None,
+            finished_at=None,
+            upload=None,
+            created_at=now,
+        )
+
     def start_unleased(self) -> DownloadTask:
         return self.start(None, None)
 

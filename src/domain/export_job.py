@@ -244,6 +244,41 @@ class ExportJob:
     def cancel(self, code: str, message: str, now: datetime) -> ExportJob:
         return replace(self.move_to(JobStatus.CANCELLED, now), error=JobError(code, message))
 
+    def retry_refusal(self) -> str | None:
+        """Why the failed files of this job cannot be copied again, or None."""
+        if not self.is_terminal:
+            return f"the job is still {self.status.value}"
+        if self.failed_tasks <= 0:
+            return "the job has no failed file"
+        if self.callback.status is CallbackStatus.DELIVERED:
+            at = self.callback.at.isoformat() if self.callback.at else "earlier"
+            return f"its answer was delivered to the workflow ({at}): a retry cannot change it"
+        return None
+
+    def reopen_failed(self, files: int, now: datetime) -> ExportJob:
+        """DOWNLOADING again for `files` of its failed files (an operator's retry of a job
+        whose answer was not delivered): the one way back from a finished status. Its
+        workflows, if any are still owed an answer, get it when the job ends again."""
+        refusal = self.retry_refusal()
+        if refusal is not None:
+            raise IllegalTransition(self.status, JobStatus.DOWNLOADING)
+        if not 0 < files <= self.failed_tasks:
+            raise InvalidCounters(f"job {self.job_id}: {files} of {self.failed_tasks} failed")
+        callback = self.callback
+        if callback.status is CallbackStatus.RETRYING:
+            callback = replace(callback, status=CallbackStatus.PENDING)
+        return replace(
+            self,
+            status=JobStatus.DOWNLOADING,
+            failed_tasks=self.failed_tasks - files,
+            updated_at=now,
+            completed_at=None,
+            error=None,
+            callback=callback,
+            poll=None,
+            dispatch=None,
+        ).release()
+
     def callback_delivered(self, now: datetime) -> ExportJob:
         record = CallbackRecord(
             CallbackStatus.DELIVERED, self.callback.attempts + 1, self.callback.last_error, now

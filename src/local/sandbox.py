@@ -39,14 +39,15 @@ MALFORMED_KINDS = frozenset(
 )
 _INT_KEYWORDS = frozenset(
     {
-        *("files", "size", "sizemb", "fail", "flakyfile", "pending", "api500", "apihang"),
+        *("files", "size", "sizemb", "fail", "failfirst", "flakyfile", "pending", "api500"),
+        "apihang",
         *("filedelay", "urlttl", "hangfile", "ratemb"),
     }
 )
 _FLAG_KEYWORDS = frozenset(
     {
         *("failed", "expired", "neverready", "checksum", "badchecksum", "traversal"),
-        *("norange", "changing", "gzip"),
+        *("norange", "changing", "gzip", "held"),
     }
 )
 
@@ -59,6 +60,7 @@ class ExportPlan:
     file_count: int = 1
     file_size: int = 1024
     failing_files: int = 0
+    fail_first: int = 0  # the failing files fail only their first N GETs (0: all)
     flaky_requests: int = 0
     pending_polls: int = 0
     failed: bool = False
@@ -77,6 +79,7 @@ class ExportPlan:
     url_ttl: int = 0
     hanging_files: int = 0
     rate_mib: int = 0
+    held: bool = False
 
     @classmethod
     def parse(cls, export_id: str) -> ExportPlan:
@@ -89,8 +92,10 @@ class ExportPlan:
         answer processing, ``neverready``, ``failed``, ``expired``, ``api500-N`` / ``apihang-N``
         (the first N polls), ``malformed-KIND``, ``checksum`` (list fileSize and sha256),
         ``badchecksum`` (file 0's is wrong), ``traversal`` (file 0 is ``../../etc/passwd``),
-        ``urlttl-N`` (URLs expire N s after each listing, then answer 403; 0: never).
-        Files: ``fail-N`` (the last N answer 404), ``flakyfile-N`` (each file's first N GETs
+        ``urlttl-N`` (URLs expire N s after each listing, then answer 403; 0: never),
+        ``held`` (answers processing until ``SandboxExportApi.release`` or ``release_all``).
+        Files: ``fail-N`` (the last N answer 404; with ``failfirst-K`` only to their first K
+        GETs, so that a retry of them succeeds), ``flakyfile-N`` (each file's first N GETs
         answer 503), ``filedelay-N`` ms before each body, ``hangfile-N`` (the last N send
         headers, then hang), ``ratemb-N`` (bodies paced to N MiB/s), ``norange`` (Range is
         ignored, no Accept-Ranges), ``changing`` (ETag and Last-Modified new on every GET),
@@ -116,6 +121,7 @@ class ExportPlan:
             file_count=ints.get("files", 1),
             file_size=file_size,
             failing_files=ints.get("fail", 0),
+            fail_first=ints.get("failfirst", 0),
             flaky_requests=ints.get("flakyfile", 0),
             pending_polls=ints.get("pending", 0),
             failed="failed" in flags,
@@ -134,6 +140,7 @@ class ExportPlan:
             url_ttl=ints.get("urlttl", 0),
             hanging_files=ints.get("hangfile", 0),
             rate_mib=ints.get("ratemb", 0),
+            held="held" in flags,
         )
 
     def failing_indices(self) -> range:
@@ -223,6 +230,9 @@ class SandboxExportApi:
         self._startup_error: BaseException | None = None
         self._fault: Callable[[], str | None] | None = None
         self.faults_injected = 0
+        self._release_lock = threading.Lock()
+        self._released: set[str] = set()
+        self._all_released = False
         self._files = files.FileStreamer(self._counters.increment, self._stopped_within)
 
     # ---- lifecycle -------------------------------------------------------------------
@@ -327,6 +337,23 @@ class SandboxExportApi:
         """How many file GETs carried a Range header and got a 206."""
         return self._counters.get("ranges", export_id)
 
+    def release(self, export_id: str) -> None:
+        """A ``held`` export answers as if it were not held from now on (thread-safe)."""
+        with self._release_lock:
+            self._released.add(export_id)
+
+    def release_all(self) -> None:
+        """Every ``held`` export, asked about already or not, is released (thread-safe)."""
+        with self._release_lock:
+            self._all_released = True
+
+    def is_held(self, export_id: str) -> bool:
+        """True while a ``held`` export still answers processing."""
+        if not ExportPlan.parse(export_id).held:
+            return False
+        with self._release_lock:
+            return not self._all_released and export_id not in self._released
+
     def plan(self, export_id: str) -> ExportPlan:
         """What the sandbox does for ``export_id``."""
         return ExportPlan.parse(export_id)
@@ -416,7 +443,7 @@ class SandboxExportApi:
             body.update(status="failed", error=EXPORT_FAILED_ERROR, completedAt=iso_utc(now))
         elif plan.expired:
             body.update(status="expired", error=EXPORT_EXPIRED_ERROR, expiresAt=iso_utc(now))
-        elif plan.never_ready or poll <= plan.pending_polls:
+        elif plan.never_ready or poll <= plan.pending_polls or self.is_held(plan.export_id):
             body.update(status="processing")
         else:
             body.update(status="ready", completedAt=iso_utc(now))
@@ -456,7 +483,7 @@ class SandboxExportApi:
         refusal = self._refuse_if_expired(request, plan) if plan.url_ttl else None
         if refusal is not None:
             return refusal
-        if index in plan.failing_indices():
+        if index in plan.failing_indices() and (not plan.fail_first or attempt <= plan.fail_first):
             return web.json_response({"message": "file not found"}, status=404)
         if attempt <= plan.flaky_requests:
             return web.Response(status=503, text="Service Unavailable (sandbox)")

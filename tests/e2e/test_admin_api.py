@@ -25,6 +25,8 @@ FAST = {
     "SQS_WAIT_TIME_SECONDS": "1",
     "ADMIN_API_KEYS": FULL,
     "ADMIN_READONLY_KEYS": READ_ONLY,
+    # No background answer retries: the resend test sends the answer itself.
+    "REAPER_INTERVAL_SECONDS": "0",
 }
 
 
@@ -200,3 +202,98 @@ def test_ready_is_503_naming_the_dependency_that_fails(env: dict[str, str], tmp_
     assert reply.status == 503
     assert reply.body["failed"] == ["bucket no-such-bucket-here"]
     assert reply.body["checks"]["bucket no-such-bucket-here"] == "NoSuchBucket"
+
+
+def test_retry_copies_the_failed_files_again_and_the_job_completes(api: AdminApi) -> None:
+    # the last two files answer 404 once: failed in the first run, copied on the retry
+    body = a_job(f"t{uuid.uuid4().hex[:6]}-files-4-fail-2-failfirst-1")
+    assert api.post("/jobs", body).status == 202
+    job_id = str(body["jobId"])
+    first = ended(api, job_id)
+    assert (first["completedTasks"], first["failedTasks"]) == (2, 2)
+    assert [f["status"] for f in first["files"]["items"]] == ["COMPLETED"] * 2 + ["FAILED"] * 2
+
+    reply = api.post(f"/jobs/{job_id}/retry")
+    assert reply.status == 202, reply.text
+    assert reply.body == {"jobId": job_id, "status": "DOWNLOADING", "retriedFiles": 2}
+
+    def redone() -> dict[str, object] | None:
+        job = api.get(f"/jobs/{job_id}").body
+        return job if job["status"] == "COMPLETED" and job["completedTasks"] == 4 else None
+
+    job = wait_for(redone, 60, "the retried files")
+    assert job["failedTasks"] == 0
+    assert [f["status"] for f in job["files"]["items"]] == ["COMPLETED"] * 4
+    again = api.post(f"/jobs/{job_id}/retry")
+    assert again.status == 409 and "no failed file" in again.body["message"]
+
+
+def test_retry_and_resend_are_refused_once_the_workflow_has_its_answer(
+    api: AdminApi, aws: Aws
+) -> None:
+    job_id = str(uuid.uuid4())
+    arn = aws.start_execution({"jobId": job_id, "exportId": "files-3-fail-1", "userId": "u"})
+    assert aws.wait_execution(arn)["status"] == "FAILED"
+    aws.wait_answered(job_id)
+
+    retry = api.post(f"/jobs/{job_id}/retry")
+    assert retry.status == 409 and "delivered" in retry.body["message"]
+    resend = api.post(f"/jobs/{job_id}/callback")
+    assert resend.status == 409 and "delivered already" in resend.body["message"]
+    running = api.post(f"/jobs/{uuid.uuid4()}/callback")
+    assert running.status == 404
+
+
+def test_an_answer_that_could_not_be_delivered_is_resent(
+    api: AdminApi, aws: Aws, embedded_stack: EmbeddedStack
+) -> None:
+    embedded_stack.aws.set_fault(lambda operation: operation == "SendTaskSuccess")
+    try:
+        job_id = str(uuid.uuid4())
+        arn = aws.start_execution({"jobId": job_id, "exportId": "files-1", "userId": "u"})
+        job = wait_for(
+            lambda: (j := api.get(f"/jobs/{job_id}").body).get("callback", {}).get("status")
+            == "RETRYING" and j, 90, "the answer to be given up for now")  # fmt: skip
+        assert job["callback"]["lastError"] == "ThrottlingException"
+    finally:
+        embedded_stack.aws.set_fault(None)
+
+    reply = api.post(f"/jobs/{job_id}/callback")
+    assert reply.status == 200, reply.text
+    assert reply.body["callback"]["status"] == "DELIVERED"
+    assert aws.wait_execution(arn)["status"] == "SUCCEEDED"
+
+
+def test_stats_count_jobs_files_and_answers(api: AdminApi) -> None:
+    reply = api.get("/stats")
+    assert reply.status == 200, reply.text
+    stats = reply.body
+    assert set(stats["jobsByStatus"]) == {
+        "PENDING", "PROCESSING", "POLLING", "DOWNLOADING", "COMPLETED", "FAILED", "CANCELLED"
+    }  # fmt: skip
+    assert stats["jobsByStatus"]["COMPLETED"] >= 3 and stats["complete"] is True
+    assert stats["jobsRead"] == sum(stats["jobsByStatus"].values())
+    assert stats["filesByStatus"]["COMPLETED"] >= 3
+    assert stats["durationMs"]["p50"] is not None
+    assert api.as_key(None).get("/stats").status == 401
+
+
+def test_dead_letters_are_shown_masked_and_sent_back(api: AdminApi, aws: Aws) -> None:
+    poison = f'{{"jobId": "nope-{uuid.uuid4().hex[:6]}", "taskToken": "{RAW_TOKEN}"}}'
+    aws.send_job(poison)
+
+    def in_dlq() -> list[dict[str, object]] | None:
+        found = api.get("/dlq?queue=export-jobs&limit=100").body["messages"]
+        return [m for m in found if "nope-" in str(m["body"])] or None
+
+    [letter] = wait_for(in_dlq, 60, "the poison message in the DLQ")
+    assert RAW_TOKEN not in str(letter["body"]) and "AAAAKgAA" in str(letter["body"])
+    assert "jobId" in str(letter["reason"])
+
+    moved = api.post("/dlq/redrive?queue=export-jobs")
+    assert moved.status == 200, moved.text
+    assert moved.body["method"] in ("message-move-task", "receive-send-delete")
+    if moved.body["method"] == "receive-send-delete":
+        assert moved.body["moved"] >= 1 and "StartMessageMoveTask" in moved.body["note"]
+    assert api.get("/dlq?queue=nowhere").status == 404
+    assert api.as_key(READ_ONLY).post("/dlq/redrive?queue=export-jobs").status == 403

@@ -148,3 +148,16 @@ async def test_a_jobs_recorded_files_in_order_without_the_counters_item(stores: 
     )
     assert (await queries.list_tasks(str(uuid.uuid4()))).tasks == []
     assert a_task(job.job_id, 0).task_id == first.tasks[0].task_id
+
+
+async def test_listed_downloading_jobs_show_their_files_as_counted(stores: Any) -> None:
+    jobs, tasks, queries = stores
+    job, files = await downloading(jobs, tasks, 3)
+    await tasks.record_result(done(files[0]), "w", leased=False)
+    await tasks.record_result(failed(files[1]), "w", leased=False)
+
+    [listed] = (await queries.list_jobs(status=JobStatus.DOWNLOADING)).jobs
+    assert listed.job_id == job.job_id
+    assert (listed.completed_tasks, listed.failed_tasks, listed.pending_tasks) == (1, 1, 1)
+    [merged] = [j for j in (await queries.list_jobs()).jobs if j.job_id == job.job_id]
+    assert (merged.completed_tasks, merged.failed_tasks) == (1, 1)

@@ -153,6 +153,24 @@ async def test_pending_polls_answer_processing_then_ready(sandbox, session, tag)
     assert sandbox.poll_count(export_id) == 3
 
 
+async def test_held_exports_answer_processing_until_released(session, tag) -> None:
+    first, second, plain = f"{tag}a-held-files-2", f"{tag}b-held-files-1", f"{tag}c-files-1"
+    assert ExportPlan.parse(first).held and not ExportPlan.parse(plain).held
+    with SandboxExportApi() as sandbox:  # its own: release_all() lasts
+        statuses = [(await get_status(session, sandbox, first))[1]["status"] for _ in range(3)]
+        assert statuses == ["processing"] * 3
+        assert sandbox.is_held(first) and not sandbox.is_held(plain)
+
+        sandbox.release(first)
+        _, body = await get_status(session, sandbox, first)
+        assert body["status"] == "ready" and len(body["downloadUrls"]) == 2
+        assert (await get_status(session, sandbox, second))[1]["status"] == "processing"
+
+        sandbox.release_all()
+        assert (await get_status(session, sandbox, second))[1]["status"] == "ready"
+        assert not sandbox.is_held(f"{tag}d-held")
+
+
 @pytest.mark.parametrize(
     ("keyword", "status", "code", "message"),
     [

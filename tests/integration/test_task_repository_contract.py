@@ -211,3 +211,69 @@ async def test_finished_indexes_span_task_ids_of_different_widths(repos: tuple[A
         100_001,
     }
     assert await tasks.finished_indexes(job.job_id, 99_999, 100_001) == {99_999, 100_000}
+
+
+async def finished_with_failures(
+    jobs: Any, tasks: Any, files: int, failing: int
+) -> tuple[ExportJob, list[DownloadTask]]:
+    """A COMPLETED job of `files` files whose last `failing` failed, as CompleteJob
+    leaves it; and its failed tasks as recorded."""
+    job, all_tasks = await downloading(jobs, tasks, files)
+    for task in all_tasks:
+        outcome = failed(task) if task.index >= files - failing else done(task)
+        await tasks.record_result(outcome, "w", leased=False)
+    shown = await jobs.get(job.job_id)
+    finished = await jobs.save(shown.complete(T0))
+    recorded = {t.task_id: t for t in await tasks.list_for_job(job.job_id)}
+    return finished, [recorded[t.task_id] for t in all_tasks[files - failing :]]
+
+
+@pytest.mark.parametrize("failing", [2, 150])
+async def test_a_retry_reopens_the_job_and_counts_the_retried_files_once(
+    repos: tuple[Any, Any], failing: int
+):
+    jobs, tasks = repos
+    files = failing + 3
+    job, failures = await finished_with_failures(jobs, tasks, files, failing)
+    assert (job.status.value, job.completed_tasks, job.failed_tasks) == ("COMPLETED", 3, failing)
+    later = T0 + timedelta(minutes=5)
+
+    retried = [t.retried(later) for t in failures]
+    reopened = await tasks.reopen_failed(job, job.reopen_failed(failing, later), retried)
+
+    shown = await jobs.get(job.job_id)
+    assert shown.status.value == "DOWNLOADING" and shown.version == reopened.version
+    assert (shown.completed_tasks, shown.failed_tasks, shown.pending_tasks) == (3, 0, failing)
+    assert shown.completed_at is None and shown.error is None
+    records = {t.task_id: t for t in await tasks.list_for_job(job.job_id)}
+    assert all(records[t.task_id].status.value == "PENDING" for t in failures)
+    assert all(records[t.task_id].attempts == 0 and records[t.task_id].error is None
+               for t in failures)  # fmt: skip
+
+    outcomes = [(await tasks.record_result(done(t), "w", leased=False)).outcome for t in retried]
+    assert (
+        outcomes.count(RecordOutcome.COUNTED_LAST) == 1
+        and outcomes[-1] is RecordOutcome.COUNTED_LAST
+    )
+    again = await tasks.record_result(done(retried[0]), "w", leased=False)
+    assert again.outcome is RecordOutcome.DUPLICATE
+
+
+async def test_a_retry_of_a_job_that_changed_meanwhile_writes_nothing(repos: tuple[Any, Any]):
+    from src.application.ports.job_repository import ConditionFailed
+
+    jobs, tasks = repos
+    job, failures = await finished_with_failures(jobs, tasks, 4, 2)
+    stale = job
+    await jobs.save(job.callback_failed("ThrottlingException", T0, retryable=True))
+    later = T0 + timedelta(minutes=1)
+
+    with pytest.raises(ConditionFailed):
+        await tasks.reopen_failed(
+            stale, stale.reopen_failed(2, later), [t.retried(later) for t in failures]
+        )
+
+    shown = await jobs.get(job.job_id)
+    assert shown.status.value == "COMPLETED" and shown.failed_tasks == 2
+    records = await tasks.list_for_job(job.job_id)
+    assert [t.status.value for t in records].count("FAILED") == 2

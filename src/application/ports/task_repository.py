@@ -9,6 +9,7 @@ from enum import Enum
 from typing import Protocol
 
 from src.domain.download_task import DownloadTask
+from src.domain.export_job import ExportJob
 from src.domain.upload_checkpoint import UploadCheckpoint
 
 
@@ -79,6 +80,17 @@ class TaskRepository(Protocol):
         `owner`. `leased=False` (a small file copied without a lease): recorded if the
         task is not finished yet, whoever else may be copying it. Contention on the
         counters is retried with jittered backoff, never counting a file twice."""
+        ...
+
+    async def reopen_failed(
+        self, job: ExportJob, reopened: ExportJob, tasks: Sequence[DownloadTask]
+    ) -> ExportJob:
+        """An operator's retry: `job` (finished, as read) becomes `reopened` (DOWNLOADING)
+        and its failed `tasks` PENDING again (`DownloadTask.retried`), the counters taking
+        them back as pending. Atomic per chunk of tasks (each chunk moves the counters by
+        exactly its own tasks, so an interrupted retry leaves every count exact); the
+        first chunk also moves the job. Raises ConditionFailed, nothing written, when the
+        job or a task changed since they were read. Returns the job as written."""
         ...
 
     async def release(self, task: DownloadTask, owner: str) -> None:

@@ -73,35 +73,16 @@ class DynamoDbJobRepository:  # implements JobRepository
     async def save(self, job: ExportJob) -> ExportJob:
         """UpdateItem (not PutItem) so attributes other writers own survive."""
         saved = replace(job, version=job.version + 1)
-        values = job_mapping.to_item(saved)
-        del values["jobId"]
-        names: dict[str, str] = {"#v": "version", "#st": "status"}
-        attrs: dict[str, Any] = {
-            ":expected": {"N": str(job.version)},
-            ":same": {"S": job.status.value},
-            **{f":t{i}": {"S": s.value} for i, s in enumerate(TERMINAL)},
-        }
-        sets, removes = [], []
-        for i, (name, value) in enumerate(values.items()):
-            names[f"#a{i}"] = name
-            if value is None:
-                removes.append(f"#a{i}")
-            else:
-                sets.append(f"#a{i} = :a{i}")
-                attrs[f":a{i}"] = to_attr(value)
-        if values.get("heartbeatDue"):  # on the heartbeat schedule (which only it moves)
-            sets.append("nextHeartbeatAt = if_not_exists(nextHeartbeatAt, :hb0)")
-            attrs[":hb0"] = {"S": due_index.DUE_AT_ONCE}
-        expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
+        request = update_request(self._table, saved)
+        request["ExpressionAttributeValues"].update(
+            {
+                ":expected": {"N": str(job.version)},
+                ":same": {"S": job.status.value},
+                **{f":t{i}": {"S": s.value} for i, s in enumerate(TERMINAL)},
+            }
+        )
         try:
-            await self._client.update_item(
-                TableName=self._table,
-                Key={"jobId": {"S": job.job_id}},
-                UpdateExpression=expression,
-                ConditionExpression=self._save_condition(job),
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=attrs,
-            )
+            await self._client.update_item(**request, ConditionExpression=self._save_condition(job))
         except ClientError as err:
             if is_condition_failure(err):
                 raise ConditionFailed(job.job_id) from err
@@ -324,3 +305,31 @@ class DynamoDbJobRepository:  # implements JobRepository
                 break
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
         return found[:limit]
+
+
+def update_request(table: str, saved: ExportJob) -> dict[str, Any]:
+    """An UpdateItem writing every attribute of `saved` (absent ones removed), leaving
+    the attributes other writers own; names #v and #st are version and status."""
+    values = job_mapping.to_item(saved)
+    del values["jobId"]
+    names: dict[str, str] = {"#v": "version", "#st": "status"}
+    attrs: dict[str, Any] = {}
+    sets, removes = [], []
+    for i, (name, value) in enumerate(values.items()):
+        names[f"#a{i}"] = name
+        if value is None:
+            removes.append(f"#a{i}")
+        else:
+            sets.append(f"#a{i} = :a{i}")
+            attrs[f":a{i}"] = to_attr(value)
+    if values.get("heartbeatDue"):  # on the heartbeat schedule (which only it moves)
+        sets.append("nextHeartbeatAt = if_not_exists(nextHeartbeatAt, :hb0)")
+        attrs[":hb0"] = {"S": due_index.DUE_AT_ONCE}
+    expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
+    return {
+        "TableName": table,
+        "Key": {"jobId": {"S": saved.job_id}},
+        "UpdateExpression": expression,
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": attrs,
+    }

@@ -55,6 +55,17 @@ def count(table: str, job_id: str, succeeded: bool, at: datetime, *, last: bool)
     }
 
 
+def reopen(table: str, job_id: str, files: int) -> dict[str, Any]:
+    """`files` failed files pending again (an operator's retry)."""
+    return {
+        "TableName": table,
+        "Key": key(job_id),
+        "UpdateExpression": "ADD pending :n, failed :minus",
+        "ConditionExpression": "failed >= :n",
+        "ExpressionAttributeValues": {":n": {"N": str(files)}, ":minus": {"N": str(-files)}},
+    }
+
+
 def pending(item: dict[str, Any] | None) -> int | None:
     """`pending` of a raw item (attribute values), None when there is no item."""
     if not item or "pending" not in item:

@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from src.application.ports.job_repository import ConditionFailed
 from src.application.ports.task_repository import Recorded, RecordOutcome
 from src.domain.download_task import DownloadTask, TaskStatus, task_id_for
+from src.domain.export_job import ExportJob
 from src.domain.job_status import JobStatus
 from src.domain.time import iso_ms
 from src.domain.upload_checkpoint import UploadCheckpoint
-from src.infrastructure.dynamodb import progress, task_mapping
+from src.infrastructure.dynamodb import job_repository, progress, task_mapping
 from src.infrastructure.dynamodb.codec import from_item, to_attr
 from src.infrastructure.dynamodb.errors import error_code, is_condition_failure
 
@@ -163,6 +166,44 @@ class DynamoDbTaskRepository:  # implements TaskRepository
                 return False
             raise
         return True
+
+    async def reopen_failed(
+        self, job: ExportJob, reopened: ExportJob, tasks: Sequence[DownloadTask]
+    ) -> ExportJob:
+        saved = replace(reopened, version=job.version + 1)
+        first = job_repository.update_request(self._jobs, saved)
+        first["ConditionExpression"] = "#v = :expected AND #st = :seen AND callbackStatus = :cb"
+        first["ExpressionAttributeValues"].update(
+            {
+                ":expected": {"N": str(job.version)},
+                ":seen": {"S": job.status.value},
+                ":cb": {"S": job.callback.status.value},
+            }
+        )
+        # A transaction holds at most 100 items: the job, the counters and the tasks.
+        chunks = [list(tasks[:98])] + [list(tasks[i : i + 99]) for i in range(98, len(tasks), 99)]
+        for number, chunk in enumerate(chunks):
+            items: list[dict[str, Any]] = [{"Update": first}] if number == 0 else []
+            items.append({"Update": progress.reopen(self._tasks, job.job_id, len(chunk))})
+            items += [
+                {
+                    "Put": {
+                        "TableName": self._tasks,
+                        "Item": self._attrs(task),
+                        "ConditionExpression": "#s = :failed",
+                        "ExpressionAttributeNames": {"#s": "status"},
+                        "ExpressionAttributeValues": {":failed": {"S": TaskStatus.FAILED.value}},
+                    }
+                }
+                for task in chunk
+            ]
+            try:
+                await self._client.transact_write_items(TransactItems=items)
+            except ClientError as err:
+                if error_code(err) == "TransactionCanceledException" and number == 0:
+                    raise ConditionFailed(job.job_id) from err
+                raise
+        return saved
 
     async def release(self, task: DownloadTask, owner: str) -> None:
         try:

@@ -6,6 +6,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from botocore.exceptions import ClientError
+
+from src.infrastructure.dynamodb.errors import error_code
 from src.infrastructure.redaction import mask_message_body
 
 
@@ -15,6 +18,22 @@ class DeadLetter:
     body: str  # masked: tokens and URL query strings never shown
     receive_count: int
     reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Redrive:
+    method: str  # "message-move-task" (SQS moves them itself) or "receive-send-delete"
+    moved: int | None  # None: SQS's task moves them in the background
+    task_handle: str | None = None
+    note: str = ""
+
+
+# Endpoints without SQS's own message-move task (moto answers 500, LocalStack may not
+# know the action): the messages are then copied one by one instead.
+_NO_MOVE_TASK = frozenset(
+    {"500", "InternalFailure", "InvalidAction", "UnsupportedOperation",
+     "AWS.SimpleQueueService.UnsupportedOperation", "NotImplemented"}
+)  # fmt: skip
 
 
 async def dead_letter_queue_url(client: Any, queue_url: str) -> str | None:
@@ -56,6 +75,29 @@ class SqsDeadLetters:
                 QueueUrl=dlq, ReceiptHandle=handle, VisibilityTimeout=0
             )
         return list(seen.values())
+
+    async def redrive_all(self) -> Redrive:
+        """Every message back to its queue with SQS's own message-move task (it keeps
+        attributes and runs in the background); where the endpoint lacks it, up to 1,000
+        copied one by one (`redrive`)."""
+        dlq = await self._require_dlq()
+        arns = {}
+        for name, url in (("dlq", dlq), ("source", self._source)):
+            attrs = await self._client.get_queue_attributes(
+                QueueUrl=url, AttributeNames=["QueueArn"]
+            )
+            arns[name] = attrs["Attributes"]["QueueArn"]
+        try:
+            task = await self._client.start_message_move_task(
+                SourceArn=arns["dlq"], DestinationArn=arns["source"]
+            )
+        except ClientError as err:
+            if error_code(err) not in _NO_MOVE_TASK:
+                raise
+            moved = await self.redrive(1000)
+            note = "this endpoint has no StartMessageMoveTask: messages copied one by one"
+            return Redrive("receive-send-delete", moved, note=note)
+        return Redrive("message-move-task", None, str(task.get("TaskHandle", "")))
 
     async def redrive(self, limit: int = 50) -> int:
         """Send up to `limit` messages back to the source queue; each is deleted from the

@@ -20,6 +20,13 @@ from src.application.commands import CancelJobCommand
 from src.application.ports.job_queries import BadCursor, JobQueries
 from src.application.ports.job_repository import JobRepository
 from src.application.use_cases.cancel_job import CancelJob
+from src.application.use_cases.complete_job import JobNotFound
+from src.application.use_cases.job_stats import JobStats
+from src.application.use_cases.operator_actions import (
+    ActionRefused,
+    ResendAnswer,
+    RetryFailedFiles,
+)
 from src.application.use_cases.start_export_job import StartExportJob
 from src.domain.job_status import JobStatus
 from src.processing.api import schemas
@@ -30,6 +37,7 @@ log = structlog.get_logger(__name__)
 
 JOB_ID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 JOB_PATH = PathParam(pattern=JOB_ID, description="the job's id (a UUID)")
+QUEUE = Query(description="export-jobs or download-tasks", pattern="^[a-z-]{1,64}$")
 
 
 class Check(Protocol):
@@ -57,9 +65,13 @@ class AdminContext:
     jobs: JobRepository
     start_job: StartExportJob
     cancel_job: CancelJob
+    retry: RetryFailedFiles
+    resend: ResendAnswer
+    stats: JobStats
+    # queue name -> its dead letters (peek, redrive_all)
+    dead_letters: Mapping[str, Any] = field(default_factory=dict)
     probe: ReadinessProbe | None = None
     metrics_public: bool = False
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -95,6 +107,14 @@ def create_app(context: AdminContext, is_ready: Callable[[], bool] = lambda: Tru
     async def http_error(_request: Request, err: StarletteHTTPException) -> JSONResponse:
         code = _CODES.get(err.status_code, "error")
         return _error(err.status_code, code, str(err.detail))
+
+    @app.exception_handler(ActionRefused)
+    async def refused(_request: Request, err: ActionRefused) -> JSONResponse:
+        return _error(409, "conflict", str(err))
+
+    @app.exception_handler(JobNotFound)
+    async def not_found(_request: Request, err: JobNotFound) -> JSONResponse:
+        return _error(404, "not_found", f"no job {err}")
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, err: Exception) -> JSONResponse:
@@ -235,5 +255,114 @@ def create_app(context: AdminContext, is_ready: Callable[[], bool] = lambda: Tru
         if not result.cancelled:
             raise ApiError(409, "conflict", f"job {job_id} ended before it could be cancelled")
         return schemas.job_out(await the_job(job_id))
+
+    @app.post(
+        "/jobs/{job_id}/retry",
+        tags=["jobs"],
+        dependencies=[write],
+        status_code=202,
+        response_model=schemas.RetryOut,
+        responses={404: {"model": schemas.ErrorBody}, 409: {"model": schemas.ErrorBody},
+                   **_ERROR_RESPONSES},
+    )  # fmt: skip
+    async def retry(job_id: Annotated[str, JOB_PATH]) -> dict[str, Any]:
+        """Copy the failed files of a finished job again, if its answer has not been
+        delivered (409 says why not): the job is DOWNLOADING again and answers when it
+        ends."""
+        before = await the_job(job_id)
+        reopened = await context.retry.execute(job_id)
+        retried = before.failed_tasks - reopened.failed_tasks
+        return {"jobId": job_id, "status": reopened.status.value, "retriedFiles": retried}
+
+    @app.post(
+        "/jobs/{job_id}/callback",
+        tags=["jobs"],
+        dependencies=[write],
+        response_model=schemas.JobOut,
+        responses={404: {"model": schemas.ErrorBody}, 409: {"model": schemas.ErrorBody},
+                   **_ERROR_RESPONSES},
+    )  # fmt: skip
+    async def resend(job_id: Annotated[str, JOB_PATH]) -> dict[str, Any]:
+        """Send an undelivered answer again (after throttling or an outage); 409 when it
+        was delivered, no workflow waits, or the workflow refused it for good."""
+        return schemas.job_out(await context.resend.execute(job_id))
+
+    @app.get(
+        "/stats",
+        tags=["stats"],
+        dependencies=[read],
+        response_model=schemas.StatsOut,
+        responses=_ERROR_RESPONSES,
+    )
+    async def stats() -> dict[str, Any]:
+        """Jobs by status, files by status, answers by outcome and error code, the share
+        of jobs with a workflow, p50/p95 job duration and answer latency: from the newest
+        jobs of each status (bounded reads; `complete` says whether that was all)."""
+        found = await context.stats.execute()
+        return {
+            "jobsByStatus": found.jobs_by_status,
+            "complete": found.complete,
+            "perStatusLimit": found.per_status_limit,
+            "jobsRead": found.jobs_read,
+            "filesByStatus": found.files_by_status,
+            "answers": found.answers,
+            "tokenShare": found.token_share,
+            "durationMs": {"p50": found.duration_ms_p50, "p95": found.duration_ms_p95},
+            "answerLatencyMs": {
+                "p50": found.answer_latency_ms_p50,
+                "p95": found.answer_latency_ms_p95,
+            },
+        }
+
+    queue_names = sorted(context.dead_letters)
+
+    def letters_of(queue: str) -> Any:
+        found = context.dead_letters.get(queue)
+        if found is None:
+            raise ApiError(404, "not_found", f"no queue {queue!r}: one of {', '.join(queue_names)}")
+        return found
+
+    @app.get(
+        "/dlq",
+        tags=["dead letters"],
+        dependencies=[read],
+        response_model=schemas.DeadLetters,
+        responses={404: {"model": schemas.ErrorBody}, **_ERROR_RESPONSES},
+    )
+    async def dead_letters(
+        queue: Annotated[str, QUEUE] = "export-jobs",
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    ) -> dict[str, Any]:
+        """What could not be processed, with the reason it was rejected (tokens masked;
+        the messages stay in the DLQ)."""
+        try:
+            found = await letters_of(queue).peek(limit)
+        except LookupError as err:
+            raise ApiError(404, "not_found", str(err)) from None
+        return {
+            "queue": queue,
+            "messages": [
+                {"messageId": d.message_id, "body": d.body, "receiveCount": d.receive_count,
+                 "reason": d.reason}
+                for d in found
+            ],
+        }  # fmt: skip
+
+    @app.post(
+        "/dlq/redrive",
+        tags=["dead letters"],
+        dependencies=[write],
+        response_model=schemas.RedriveOut,
+        responses={404: {"model": schemas.ErrorBody}, **_ERROR_RESPONSES},
+    )
+    async def redrive(queue: Annotated[str, QUEUE] = "export-jobs") -> dict[str, Any]:
+        """Send the DLQ's messages back to their queue (SQS's message-move task where the
+        endpoint has it; else copied one by one, up to 1,000)."""
+        try:
+            done = await letters_of(queue).redrive_all()
+        except LookupError as err:
+            raise ApiError(404, "not_found", str(err)) from None
+        return {"queue": queue, "method": done.method, "moved": done.moved,
+                "taskHandle": done.task_handle, "note": done.note}  # fmt: skip
 
     return app

@@ -176,3 +176,48 @@ def job_detail(
             "unrecorded": max(0, job.total_tasks - len(files)) if whole else None,
         },
     }
+
+
+class RetryOut(BaseModel):
+    jobId: str
+    status: str
+    retriedFiles: int
+
+
+class StatsOut(BaseModel):
+    jobsByStatus: dict[str, int]
+    complete: bool = Field(
+        description="false: a status had more jobs than were read; its count is a floor"
+    )
+    perStatusLimit: int
+    jobsRead: int
+    filesByStatus: dict[str, int]
+    answers: dict[str, int] = Field(description="by outcome, and error code for failures")
+    tokenShare: float | None = Field(description="share of the jobs read with a workflow")
+    durationMs: dict[str, float | None] = Field(description="p50 and p95 of finished jobs")
+    answerLatencyMs: dict[str, float | None] = Field(
+        description="p50 and p95 from a job's end to its answer's acknowledgement"
+    )
+
+
+class DeadLetterOut(BaseModel):
+    messageId: str
+    body: str = Field(description="tokens masked, URL query strings removed")
+    receiveCount: int
+    reason: str | None
+
+
+class DeadLetters(BaseModel):
+    queue: str
+    messages: list[DeadLetterOut]
+
+
+class RedriveOut(BaseModel):
+    queue: str
+    method: str = Field(
+        description="message-move-task, or receive-send-delete where the "
+        "endpoint has no StartMessageMoveTask (e.g. moto)"
+    )
+    moved: int | None = Field(description="null: SQS moves them in the background")
+    taskHandle: str | None
+    note: str
