@@ -16,11 +16,12 @@ from src.domain.job_status import JobStatus
 
 @dataclass(slots=True)
 class RecentJobs:
-    """A job read while DOWNLOADING is reused for `ttl` (a job cancelled meanwhile is
-    noticed that much later: the files started meanwhile, up to a chunk of a dispatch,
-    are still copied, never counted twice, since counting does not rely on this). A
-    finished job is reused until evicted (it never changes status again). Any other
-    status is not kept: the caller asks again.
+    """A job read while DOWNLOADING or finished is reused for `ttl` (a job cancelled
+    meanwhile is noticed that much later: the files started meanwhile, up to a chunk of
+    a dispatch, are still copied, never counted twice, since counting does not rely on
+    this). A finished job is not kept longer: an operator's retry makes it DOWNLOADING
+    again, and its fresh work items must not be dropped as belonging to an ended job.
+    Any other status is not kept: the caller asks again.
     Callers asking for the same job at once (a batch of its files) share one read."""
 
     jobs: JobRepository
@@ -32,7 +33,7 @@ class RecentJobs:
 
     async def get(self, job_id: str) -> ExportJob | None:
         seen = self._seen.get(job_id)
-        if seen is not None and (seen[0].is_terminal or self.clock.now() - seen[1] < self.ttl):
+        if seen is not None and self.clock.now() - seen[1] < self.ttl:
             self._seen.move_to_end(job_id)
             return seen[0]
         reading = self._reading.get(job_id)
