@@ -33,6 +33,7 @@ from src.infrastructure.dynamodb.job_repository import DynamoDbJobRepository
 from src.infrastructure.dynamodb.leases import DynamoDbLeases
 from src.infrastructure.dynamodb.task_repository import DynamoDbTaskRepository
 from src.infrastructure.events.logging_publisher import LoggingEventPublisher
+from src.infrastructure.events.metrics_publisher import MetricsEventPublisher
 from src.infrastructure.http.export_api_client import AiohttpExportApi
 from src.infrastructure.http.file_transfer import TransferLimits, open_file_transfer
 from src.infrastructure.http.session import open_http_session
@@ -124,7 +125,9 @@ class Container(containers.DeclarativeContainer):
 
     # Driven adapters
     clock = providers.Singleton(SystemClock)
-    events = providers.Singleton(LoggingEventPublisher)
+    events = providers.Singleton(
+        MetricsEventPublisher, inner=providers.Singleton(LoggingEventPublisher)
+    )
     jobs = providers.Singleton(
         DynamoDbJobRepository,
         client=dynamodb,
@@ -177,7 +180,7 @@ class Container(containers.DeclarativeContainer):
     # Use cases
     poll_policy = providers.Callable(_poll_policy, settings)
     workflow_answers = providers.Factory(
-        WorkflowAnswers, jobs=jobs, callbacks=callbacks, clock=clock
+        WorkflowAnswers, jobs=jobs, callbacks=callbacks, clock=clock, events=events
     )
     start_export_job = providers.Factory(
         StartExportJob,

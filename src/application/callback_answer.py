@@ -50,6 +50,12 @@ def failure(error: str, cause: str) -> FailureAnswer:
     return FailureAnswer(_truncate(error, MAX_ERROR_CHARS), _truncate(cause, MAX_CAUSE_CHARS))
 
 
+def error_name(job: ExportJob) -> str:
+    """The error a finished job's workflow is answered with; "" for a success."""
+    answer = answer_for(job)
+    return answer.error if isinstance(answer, FailureAnswer) else ""
+
+
 def answer_for(job: ExportJob) -> SuccessAnswer | FailureAnswer:
     """Success only for a COMPLETED job with no failed file; every other end is a failure
     the workflow can Catch by name."""

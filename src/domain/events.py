@@ -22,3 +22,5 @@ TASK_FAILED = "task.failed"
 JOB_COMPLETED = "job.completed"
 JOB_FAILED = "job.failed"
 JOB_CANCELLED = "job.cancelled"
+# A finished job's answer went out: detail {"delivered": bool, "latencySeconds": float|None}
+JOB_ANSWERED = "job.answered"

@@ -297,3 +297,40 @@ def test_dead_letters_are_shown_masked_and_sent_back(api: AdminApi, aws: Aws) ->
         assert moved.body["moved"] >= 1 and "StartMessageMoveTask" in moved.body["note"]
     assert api.get("/dlq?queue=nowhere").status == 404
     assert api.as_key(READ_ONLY).post("/dlq/redrive?queue=export-jobs").status == 403
+
+
+def _samples(text: str, name: str) -> dict[str, float]:
+    """`name{labels} value` lines of a Prometheus text page: labels -> value."""
+    found = {}
+    for line in text.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            labels, _, value = line.rpartition(" ")
+            found[labels[len(name) :]] = float(value)
+    return found
+
+
+def test_metrics_match_what_the_table_says_happened(api: AdminApi, aws: Aws) -> None:
+    """Runs last in this module: every job above was started by this one service."""
+    jobs = aws.all_jobs()
+    delivered = [j for j in jobs if j.get("callbackStatus") == "DELIVERED"]
+    with_token = [j for j in jobs if j.get("callbackStatus", "NOT_REQUIRED") != "NOT_REQUIRED"]
+    text = api.get("/metrics", headers={"Accept": "text/plain"}).text
+
+    started = _samples(text, "export_jobs_started_total")
+    assert sum(started.values()) == len(jobs)
+    assert started.get('{token="yes"}', 0) == len(with_token)
+    answered = _samples(text, "export_answer_latency_seconds_count")
+    assert answered == {"": len(delivered)} and delivered
+    callbacks = _samples(text, "export_callbacks_total")
+    taken = sum(
+        v for k, v in callbacks.items() if 'outcome="delivered"' in k and "heartbeat" not in k
+    )
+    assert taken == len(delivered)
+    ended = _samples(text, "export_jobs_ended_total")
+    assert ended.get('{error="JobCompletedWithFailures",status="COMPLETED"}', 0) >= 2
+    assert ended.get('{error="JobCancelled",status="CANCELLED"}', 0) == 1
+    messages = _samples(text, "export_messages_total")
+    assert messages['{event="rejected",queue="export-jobs"}'] >= 1
+    assert messages['{event="received",queue="download-tasks"}'] >= 10
+    assert _samples(text, "export_download_duration_seconds_count")['{outcome="stored"}'] >= 10
+    assert _samples(text, "export_api_requests_total")['{outcome="ok"}'] >= 5

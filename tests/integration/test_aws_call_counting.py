@@ -3,7 +3,7 @@ and the bench's calls-per-file figures are made of)."""
 
 from __future__ import annotations
 
-from src.infrastructure.metrics import AWS_CALLS
+from src.observability.metrics import AWS_CALLS
 from src.local.stack import EmbeddedStack
 from tests.integration.conftest import service_client
 

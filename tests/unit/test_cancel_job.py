@@ -10,7 +10,7 @@ from src.application.ports.workflow_callbacks import CallbackUnavailable
 from src.application.use_cases.cancel_job import CancelJob
 from src.application.use_cases.complete_job import CompleteJob, JobNotFound
 from src.domain.errors import JobErrorCode
-from src.domain.events import JOB_CANCELLED
+from src.domain.events import JOB_ANSWERED, JOB_CANCELLED
 from src.domain.export_job import ExportJob, JobError
 from src.domain.job_status import CallbackStatus, JobStatus
 from tests.fakes import T0, FakeCallbacks, FixedClock, InMemoryJobs, RecordingEvents
@@ -115,7 +115,7 @@ async def test_job_cancelled_event_is_published_once():
     await world.use_case.execute(OPERATOR)
     again = await world.use_case.execute(OPERATOR)
     assert not again.cancelled
-    assert world.events.names == [JOB_CANCELLED]
+    assert world.events.names == [JOB_CANCELLED, JOB_ANSWERED]
     assert world.events.events[0].job_id == JOB_ID
     assert world.events.events[0].at == NOW
     assert world.callbacks.calls == 1
@@ -128,7 +128,7 @@ async def test_two_concurrent_cancels_cancel_and_answer_once():
     )
     assert sorted(result.cancelled for result in results) == [False, True]
     assert world.callbacks.failures == [(RAW_TOKEN, "JobCancelled", MESSAGE)]
-    assert world.events.names == [JOB_CANCELLED]
+    assert world.events.names == [JOB_CANCELLED, JOB_ANSWERED]
 
 
 async def test_unknown_job_raises_job_not_found():

@@ -16,7 +16,7 @@ from src.application.ports.workflow_callbacks import CallbackRejected, CallbackU
 from src.application.use_cases import complete_job as complete_job_module
 from src.application.use_cases.complete_job import CompleteJob, JobNotFound
 from src.domain.errors import JobErrorCode
-from src.domain.events import JOB_COMPLETED, JOB_FAILED
+from src.domain.events import JOB_ANSWERED, JOB_COMPLETED, JOB_FAILED
 from src.domain.export_job import ExportJob, JobError
 from src.domain.job_status import CallbackStatus, JobStatus
 from src.domain.task_token import TaskToken, mask_token
@@ -77,7 +77,7 @@ async def test_success_records_the_delivered_callback_on_the_stored_job():
     assert world.stored.status is JobStatus.COMPLETED
     assert world.stored.callback.status is CallbackStatus.DELIVERED
     assert world.stored.callback.attempts == 1
-    assert world.events.names == [JOB_COMPLETED]
+    assert world.events.names == [JOB_COMPLETED, JOB_ANSWERED]
 
 
 async def test_partial_failure_sends_the_failure_callback():
@@ -109,7 +109,7 @@ async def test_failure_command_fails_the_job_and_answers_with_its_error_name():
     assert world.stored.status is JobStatus.FAILED
     assert world.stored.error == failure
     assert world.callbacks.failures == [(RAW_TOKEN, "ExportExpired", "export expired upstream")]
-    assert world.events.names == [JOB_FAILED]
+    assert world.events.names == [JOB_FAILED, JOB_ANSWERED]
 
 
 async def test_rejected_callback_keeps_the_job_completed_and_records_the_error():
@@ -176,7 +176,7 @@ async def test_two_concurrent_completions_send_exactly_one_callback():
     first, second = await asyncio.gather(world.use_case.execute(DONE), world.use_case.execute(DONE))
     assert [first.won, second.won].count(True) == 1
     assert world.callbacks.calls == 1
-    assert world.events.names == [JOB_COMPLETED]
+    assert world.events.names == [JOB_COMPLETED, JOB_ANSWERED]
     assert world.stored.status is JobStatus.COMPLETED
     assert world.stored.callback.status is CallbackStatus.DELIVERED
     assert world.stored.callback.attempts == 1

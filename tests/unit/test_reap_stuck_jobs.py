@@ -14,7 +14,7 @@ from src.application.use_cases.reap_stuck_jobs import LEASE_NAME, ReaperPolicy, 
 from src.domain.dispatch_progress import DispatchProgress
 from src.domain.download_task import DownloadTask, task_id_for
 from src.domain.errors import JobErrorCode
-from src.domain.events import JOB_COMPLETED, JOB_FAILED
+from src.domain.events import JOB_ANSWERED, JOB_COMPLETED, JOB_FAILED
 from src.domain.export_job import CallbackRecord, ExportJob
 from src.domain.job_status import CallbackStatus, JobStatus
 from tests.fakes import (
@@ -348,7 +348,7 @@ async def test_stalled_job_with_every_file_counted_is_completed_and_answered():
     assert world.stored.completed_at == AFTER_STALL
     assert world.callbacks.successes == [(RAW_TOKEN, success_output(world.stored))]
     assert world.stored.callback.status is CallbackStatus.DELIVERED
-    assert world.events.names == [JOB_COMPLETED]
+    assert world.events.names == [JOB_COMPLETED, JOB_ANSWERED]
     assert world.queue.refs == []
 
 
@@ -372,7 +372,7 @@ async def test_downloading_job_past_the_deadline_is_failed_with_processing_error
     assert world.stored.error.code == JobErrorCode.PROCESSING_ERROR
     assert world.callbacks.failures == [(RAW_TOKEN, "ProcessingError", world.stored.error.message)]
     assert world.stored.callback.status is CallbackStatus.DELIVERED
-    assert world.events.names == [JOB_FAILED]
+    assert world.events.names == [JOB_FAILED, JOB_ANSWERED]
     assert world.queue.refs == []
 
 

@@ -8,12 +8,14 @@ import structlog
 
 from src.application.callback_answer import FailureAnswer, SuccessAnswer, answer_for, failure
 from src.application.ports.clock import Clock
+from src.application.ports.event_publisher import EventPublisher
 from src.application.ports.job_repository import ConditionFailed, JobRepository
 from src.application.ports.workflow_callbacks import (
     CallbackError,
     CallbackUnavailable,
     WorkflowCallbacks,
 )
+from src.domain.events import JOB_ANSWERED, DomainEvent
 from src.domain.export_job import ExportJob
 from src.domain.task_token import TaskToken
 
@@ -29,6 +31,7 @@ class WorkflowAnswers:
     jobs: JobRepository
     callbacks: WorkflowCallbacks
     clock: Clock
+    events: EventPublisher | None = None
 
     async def answer(self, job: ExportJob) -> ExportJob:
         answer = answer_for(job)
@@ -45,13 +48,18 @@ class WorkflowAnswers:
             if error is None or not isinstance(error, CallbackUnavailable):
                 answered.add(token.digest())
         await self.jobs.mark_answered(job.job_id, answered)
+        now = self.clock.now()
         job = job.answers_sent(
             frozenset(answered),
             delivered=delivered,
             retrying=retrying,
             error_code=last_error,
-            now=self.clock.now(),
+            now=now,
         )
+        if self.events is not None and (delivered or last_error):
+            latency = (now - job.completed_at).total_seconds() if job.completed_at else None
+            detail = {"delivered": delivered, "latencySeconds": latency}
+            await self.events.publish(DomainEvent(JOB_ANSWERED, job.job_id, now, detail))
         try:
             return await self.jobs.save(job)
         except ConditionFailed:

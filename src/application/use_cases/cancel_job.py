@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from src.application.callback_answer import error_name
 from src.application.commands import CancelJobCommand
 from src.application.ports.clock import Clock
 from src.application.ports.event_publisher import EventPublisher
@@ -61,7 +62,8 @@ class CancelJob:
             except ConditionFailed:
                 continue
             log.warning("job cancelled", reason=command.message)
-            await self.events.publish(DomainEvent(JOB_CANCELLED, job.job_id, now))
+            detail = {"status": job.status, "error": error_name(job)}
+            await self.events.publish(DomainEvent(JOB_CANCELLED, job.job_id, now, detail))
             if command.notify_workflow and job.has_task_token():
                 job = await self.complete_job.answer(job)
             return CancelResult(job, cancelled=True)

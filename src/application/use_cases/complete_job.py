@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
+from src.application.callback_answer import error_name
 from src.application.commands import CompleteJobCommand
 from src.application.ports.clock import Clock
 from src.application.ports.event_publisher import EventPublisher
@@ -97,7 +98,12 @@ class CompleteJob:
         )
         name = JOB_COMPLETED if job.status is JobStatus.COMPLETED else JOB_FAILED
         await self.events.publish(
-            DomainEvent(name, job.job_id, self.clock.now(), {"status": job.status})
+            DomainEvent(
+                name,
+                job.job_id,
+                self.clock.now(),
+                {"status": job.status, "error": error_name(job)},
+            )
         )
         if job.has_task_token():
             job = await self.answer(job)
@@ -105,4 +111,5 @@ class CompleteJob:
 
     async def answer(self, job: ExportJob) -> ExportJob:
         """Send every waiting workflow its answer and record how it went."""
-        return await WorkflowAnswers(self.jobs, self.callbacks, self.clock).answer(job)
+        return await WorkflowAnswers(self.jobs, self.callbacks, self.clock, self.events).answer(job)
+

@@ -65,7 +65,8 @@ class StartExportJob:
         if not await self.jobs.create(job):
             return await self._existing(command)
         log.info("export job created", has_task_token=job.has_task_token())
-        await self.events.publish(DomainEvent(JOB_CREATED, job.job_id, job.created_at))
+        detail = {"withToken": job.has_task_token()}
+        await self.events.publish(DomainEvent(JOB_CREATED, job.job_id, job.created_at, detail))
         return StartResult(job, created=True)
 
     async def _existing(self, command: StartExportJobCommand) -> StartResult:

@@ -10,7 +10,7 @@ import structlog
 from botocore.config import Config
 
 from src.infrastructure.config.settings import Settings
-from src.infrastructure.metrics import AWS_CALLS
+from src.observability.metrics import AWS_CALLS
 
 log = structlog.get_logger(__name__)
 

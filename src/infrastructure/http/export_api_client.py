@@ -25,6 +25,7 @@ from src.application.ports.export_api import (
     MalformedExportResponse,
 )
 from src.infrastructure.http.export_api_schema import ExportResponse
+from src.observability.metrics import EXPORT_API
 
 log = structlog.get_logger(__name__)
 
@@ -71,6 +72,21 @@ class AiohttpExportApi:  # implements ExportApi
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _get_once(self, export_id: str) -> ExportStatus:
+        try:
+            found = await self._request(export_id)
+        except ExportApiUnavailable:
+            EXPORT_API.labels("unavailable").inc()
+            raise
+        except MalformedExportResponse:
+            EXPORT_API.labels("malformed").inc()
+            raise
+        except ExportApiRejected:
+            EXPORT_API.labels("rejected").inc()
+            raise
+        EXPORT_API.labels("ok").inc()
+        return found
+
+    async def _request(self, export_id: str) -> ExportStatus:
         url = f"{self._base}/exports/{quote(export_id, safe='')}"
         try:
             async with self._session.get(url, timeout=self._timeout) as response:

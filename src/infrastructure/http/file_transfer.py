@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -17,9 +18,9 @@ from src.application.ports.file_transfer import OnCheckpoint, TransferFailed, Tr
 from src.domain.upload_checkpoint import UploadCheckpoint
 from src.infrastructure.http.resume import CopyJob, Resumer, source_validator
 from src.infrastructure.http.url_guard import UnsafeUrl, UrlPolicy, open_guarded_session
-from src.infrastructure.metrics import DOWNLOAD_BYTES, DOWNLOADS
 from src.infrastructure.redaction import redact_url
 from src.infrastructure.s3.streaming_upload import S3StreamingUpload
+from src.observability.metrics import DOWNLOAD_BYTES, DOWNLOAD_SECONDS, DOWNLOADS
 
 log = structlog.get_logger(__name__)
 
@@ -94,12 +95,15 @@ class AiohttpFileTransfer:  # implements FileTransfer
         on_checkpoint: OnCheckpoint | None = None,
     ) -> TransferResult:
         job = CopyJob(key, expected_size, expected_sha256, resume, on_checkpoint)
+        began = time.monotonic()
         try:
             result = await self._transfer(url, job)
         except TransferFailed:
             DOWNLOADS.labels("failed").inc()
+            DOWNLOAD_SECONDS.labels("failed").observe(time.monotonic() - began)
             raise
         DOWNLOADS.labels("stored").inc()
+        DOWNLOAD_SECONDS.labels("stored").observe(time.monotonic() - began)
         DOWNLOAD_BYTES.inc(result.bytes)
         return result
 

@@ -14,7 +14,7 @@ from src.application.ports.workflow_callbacks import (
     TaskClosed,
 )
 from src.domain.task_token import TaskToken
-from src.infrastructure.metrics import CALLBACKS
+from src.observability.metrics import CALLBACKS
 
 # As AWS documents them: the task is closed (the workflow stopped waiting) ...
 CLOSED = frozenset({"TaskDoesNotExist", "TaskTimedOut"})

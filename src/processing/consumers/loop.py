@@ -12,6 +12,7 @@ from enum import Enum
 import structlog
 
 from src.application.ports.message_queue import MessageLost, MessageQueue, QueueMessage
+from src.observability.metrics import IN_FLIGHT, MESSAGES
 from src.processing.consumers.deletes import DeleteBatcher
 
 log = structlog.get_logger(__name__)
@@ -100,6 +101,8 @@ class SqsConsumer:
             if stop.is_set():  # received while stopping: hand them straight back
                 await self._release(messages)
                 return
+            if messages:
+                MESSAGES.labels(self.name, "received").inc(len(messages))
             for message in messages:
                 await self._slots.acquire()
                 task = asyncio.create_task(self._process(message))
@@ -166,6 +169,8 @@ class SqsConsumer:
         work = asyncio.current_task()
         assert work is not None
         keeper = asyncio.create_task(self._keep_invisible(message, work))
+        in_flight = IN_FLIGHT.labels(self.name)
+        in_flight.inc()
         try:
             with structlog.contextvars.bound_contextvars(message_id=message.message_id):
                 outcome = await self._handle(message)
@@ -179,6 +184,7 @@ class SqsConsumer:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
+            in_flight.dec()
             self._slots.release()
             self._slot_freed.set()
 
@@ -186,6 +192,7 @@ class SqsConsumer:
         try:
             return await self._handler(message)
         except Exception:
+            MESSAGES.labels(self.name, "handler_error").inc()
             backoff = self.retry_backoff(message.receive_count)
             log.exception(
                 "message handling failed; it will be retried",
@@ -203,11 +210,15 @@ class SqsConsumer:
     async def _settle(self, message: QueueMessage, outcome: Outcome) -> None:
         try:
             if outcome.ack is Ack.DELETE:
+                MESSAGES.labels(self.name, "deleted").inc()
                 self._deletes.add(message)
             elif outcome.ack is Ack.REJECT:
+                MESSAGES.labels(self.name, "rejected").inc()
                 await self._queue.reject(message, outcome.reason)
-            elif outcome.retry_after is not None:
-                await self._queue.change_visibility(message, outcome.retry_after)
+            else:
+                MESSAGES.labels(self.name, "retried").inc()
+                if outcome.retry_after is not None:
+                    await self._queue.change_visibility(message, outcome.retry_after)
         except Exception as err:
             log.error("acknowledgement failed", consumer=self.name, error=type(err).__name__)
 
