@@ -112,4 +112,3 @@ class CompleteJob:
     async def answer(self, job: ExportJob) -> ExportJob:
         """Send every waiting workflow its answer and record how it went."""
         return await WorkflowAnswers(self.jobs, self.callbacks, self.clock, self.events).answer(job)
-
