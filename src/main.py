@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import json
 import os
 import secrets
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from importlib.metadata import version as package_version
+from typing import Any
 
 import structlog
 import typer
 
+from src import operator_cli
 from src.container import Container
 from src.infrastructure.config.settings import (
     REQUIRED_TO_SERVE,
@@ -26,11 +25,23 @@ from src.processing.api.app import create_app
 from src.processing.service import Service
 
 app = typer.Typer(add_completion=False, help="Export service for AWS Step Functions workflows.")
-dlq_app = typer.Typer(help="Dead-letter queues: see what could not be processed, send it back.")
-app.add_typer(dlq_app, name="dlq")
-QUEUES = ("export-jobs", "download-tasks")
+operator_cli.register(app)
 log = structlog.get_logger("main")
-T = TypeVar("T")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"export-service {package_version('export-service')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """Export service for AWS Step Functions workflows."""
 
 
 @app.command()
@@ -150,53 +161,6 @@ async def _demo(service: Service, outcome: dict[str, int], exit_after: bool) -> 
     )
     if exit_after:
         service.request_stop("demo finished")
-
-
-def _queue_option() -> Any:
-    return typer.Option("export-jobs", "--queue", help=f"One of {', '.join(QUEUES)}.")
-
-
-@dlq_app.command("list")
-def dlq_list(
-    queue: str = _queue_option(),
-    limit: int = typer.Option(50, "--max", min=1, help="At most this many messages."),
-) -> None:
-    """Print the DLQ's messages, one JSON line each (tokens masked, reasons shown)."""
-    letters = asyncio.run(_dead_letters(queue, lambda d: d.peek(limit)))
-    for letter in letters:
-        print(json.dumps(dataclasses.asdict(letter)))
-    print(f"{len(letters)} message(s) in the {queue} DLQ", file=sys.stderr)
-
-
-@dlq_app.command("redrive")
-def dlq_redrive(
-    queue: str = _queue_option(),
-    limit: int = typer.Option(50, "--max", min=1, help="At most this many messages."),
-) -> None:
-    """Send DLQ messages back to their queue for another try."""
-    moved = asyncio.run(_dead_letters(queue, lambda d: d.redrive(limit)))
-    print(f"{moved} message(s) sent back to {queue}", file=sys.stderr)
-
-
-async def _dead_letters(queue: str, action: Callable[[Any], Awaitable[T]]) -> T:
-    if queue not in QUEUES:
-        raise typer.BadParameter(f"--queue must be one of {', '.join(QUEUES)}")
-    required = "sqs_export_jobs_url" if queue == "export-jobs" else "sqs_download_tasks_url"
-    settings = _settings_or_exit([required])
-    configure_logging(
-        os.environ.get("LOG_LEVEL", "warning"), stream=sys.stderr, fmt=settings.log_format
-    )
-    container = Container()
-    await container.init_resources()  # type: ignore[misc]
-    try:
-        provider = (
-            container.export_jobs_dead_letters
-            if queue == "export-jobs"
-            else container.download_tasks_dead_letters
-        )
-        return await action(await provider())  # type: ignore[misc]
-    finally:
-        await container.shutdown_resources()  # type: ignore[misc]
 
 
 if __name__ == "__main__":
