@@ -7,7 +7,7 @@ UV     := $(TOOLS)/bin/uv
 VENV   := .venv
 UV_VERSION := 0.13.9
 
-.PHONY: run demo test lint unit bench clean
+.PHONY: run demo test lint unit bench browser clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -29,12 +29,21 @@ lint: $(VENV)/.synced
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-test: lint
+# Debian's chromium and chromedriver, for the web console's browser test (as root on a
+# Debian or Ubuntu machine; elsewhere install them yourself, or that one test is skipped).
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "chromium/chromedriver missing: the console's browser test will be skipped"; fi
+
+test: lint browser
 	$(VENV)/bin/pytest --basetemp=$(CURDIR)/.pytest_tmp
 
 unit: $(VENV)/.synced
 	$(VENV)/bin/pytest tests/unit
 
+# every benchmark (about an hour on 2 cores), then bench/README.md's tables and charts
 bench: $(VENV)/.synced
 	$(VENV)/bin/python -m bench.run
 

@@ -27,6 +27,8 @@ SCENARIOS = (
     Scenario("zero-files", "demo-files-0", "SUCCEEDED"),
     Scenario("export-failed", "demo-failed", "FAILED", "ExportFailed"),
     Scenario("no-token", "demo-files-2", "COMPLETED", with_token=False),
+    # Two files fail once (404, then served): for the console's "retry failed files".
+    Scenario("retryable", "demo-files-4-fail-2-failfirst-1", "COMPLETED", with_token=False),
 )
 
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any, Protocol
 
 import structlog
 from fastapi import Depends, FastAPI, Query, Request, Response, status
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -163,6 +164,22 @@ def create_app(context: AdminContext, is_ready: Callable[[], bool] = lambda: Tru
     async def metrics() -> Response:
         """Prometheus text format (see the README for every metric and sample alerts)."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    console_page = (Path(__file__).parent / "static" / "console.html").read_text()
+
+    @app.get("/console", tags=["console"], response_class=HTMLResponse, include_in_schema=False)
+    async def console() -> HTMLResponse:
+        """The web console: a static page; everything it shows comes from the API, with
+        the key the operator types in (kept in the tab's sessionStorage)."""
+        return HTMLResponse(
+            console_page,
+            headers={
+                "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline'; "
+                "style-src 'unsafe-inline'; frame-ancestors 'none'",
+                "X-Content-Type-Options": "nosniff",
+                "Cache-Control": "no-store",
+            },
+        )
 
     # ---- jobs ------------------------------------------------------------------------
 
