@@ -36,6 +36,10 @@ _NO_MOVE_TASK = frozenset(
 )  # fmt: skip
 
 
+class _NoMoveTask(Exception):
+    pass
+
+
 async def dead_letter_queue_url(client: Any, queue_url: str) -> str | None:
     """The DLQ named by the queue's RedrivePolicy, if any."""
     attrs = await client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"])
@@ -52,6 +56,7 @@ class SqsDeadLetters:
     def __init__(self, client: Any, queue_url: str) -> None:
         self._client = client
         self._source = queue_url
+        self._move_task = True  # False once the endpoint said it has no such action
 
     async def peek(self, limit: int = 50) -> list[DeadLetter]:
         """Messages are hidden while being read, then made visible again at once."""
@@ -88,12 +93,15 @@ class SqsDeadLetters:
             )
             arns[name] = attrs["Attributes"]["QueueArn"]
         try:
+            if not self._move_task:
+                raise _NoMoveTask
             task = await self._client.start_message_move_task(
                 SourceArn=arns["dlq"], DestinationArn=arns["source"]
             )
-        except ClientError as err:
-            if error_code(err) not in _NO_MOVE_TASK:
+        except (ClientError, _NoMoveTask) as err:
+            if isinstance(err, ClientError) and error_code(err) not in _NO_MOVE_TASK:
                 raise
+            self._move_task = False  # asked once per process, not on every redrive
             moved = await self.redrive(1000)
             note = "this endpoint has no StartMessageMoveTask: messages copied one by one"
             return Redrive("receive-send-delete", moved, note=note)

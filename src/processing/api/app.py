@@ -13,7 +13,7 @@ import structlog
 from fastapi import Depends, FastAPI, Query, Request, Response, status
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -160,7 +160,17 @@ def create_app(context: AdminContext, is_ready: Callable[[], bool] = lambda: Tru
 
     metrics_guard = [] if context.metrics_public else [read]
 
-    @app.get("/metrics", tags=["health"], dependencies=metrics_guard, responses=_ERROR_RESPONSES)
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        dependencies=metrics_guard,
+        response_class=PlainTextResponse,
+        responses={
+            200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                  "description": "Prometheus text format"},
+            **_ERROR_RESPONSES,
+        },
+    )  # fmt: skip
     async def metrics() -> Response:
         """Prometheus text format (see the README for every metric and sample alerts)."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
