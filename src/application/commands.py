@@ -17,6 +17,7 @@ class StartExportJobCommand:
     user_id: str
     metadata: Mapping[str, object] = field(default_factory=dict)
     task_token: TaskToken | None = None
+    execution_arn: str | None = None  # the sending execution, for tracing
 
 
 @dataclass(frozen=True, slots=True)

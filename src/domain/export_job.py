@@ -60,6 +60,8 @@ class ExportJob:
     waiting_tokens: tuple[TaskToken, ...] = ()
     answered: frozenset[str] = frozenset()
     heartbeat_stopped: frozenset[str] = frozenset()  # InvalidToken: no more heartbeats
+    # The Step Functions execution that sent the job (optional, for tracing only).
+    execution_arn: str | None = None
 
     @classmethod
     def create(
@@ -72,6 +74,7 @@ class ExportJob:
         metadata: Mapping[str, object] | None = None,
         task_token: TaskToken | None = None,
         policy: PollPolicy | None = None,
+        execution_arn: str | None = None,
     ) -> ExportJob:
         """A new job starts PROCESSING, as the original's first write did. With a poll
         `policy` its first poll is scheduled (due now) in that same write; the claim of
@@ -88,6 +91,7 @@ class ExportJob:
             task_token=task_token,
             callback=CallbackRecord(callback),
             poll=PollState.start(now, policy) if policy else None,
+            execution_arn=execution_arn,
         )
 
     def has_task_token(self) -> bool:

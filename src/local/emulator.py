@@ -10,9 +10,14 @@ Fidelity fixes and test hooks live in :class:`_Middleware`, wrapped around moto'
   one lock: tests of exactly-once behaviour then test our code, not the emulator's races.
 * Every request is counted by operation (``calls``), and an optional fault predicate can
   answer JSON-protocol requests with a ``ThrottlingException`` (``set_fault``).
+* DynamoDB writes are billed per caller as AWS would bill them (bytes and write units by
+  table and index, ``writes_by``; see ``dynamodb_writes``).
 
 moto's TransactWriteItems deep-copies every table it writes to, per transaction; the
 patched emulator keeps only the items it names (``moto_transactions``), same results.
+Its Query and Scan sort the whole table with a cast per comparison, and it lists its own
+package directory for every request; the patched emulator casts each key once and lists
+once (``moto_costs``), same results.
 
 Two moto Step Functions gaps are patched in place (see ``_patch_moto``): ``SendTaskFailure``
 lost its cause, and a token of an ended execution answered ``InvalidToken`` where AWS answers
@@ -46,6 +51,9 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from werkzeug.serving import BaseWSGIServer, make_server
+
+from src.local.dynamodb_reads import READ_OPERATIONS, ReadLedger
+from src.local.dynamodb_writes import WRITE_OPERATIONS, WriteLedger
 
 _log = logging.getLogger(__name__)
 
@@ -182,9 +190,10 @@ def _patch_moto() -> None:
 
             return method
 
-        from src.local import moto_transactions
+        from src.local import moto_costs, moto_transactions
 
         moto_transactions.apply()  # not a fidelity fix: moto's cost per transaction
+        moto_costs.apply()  # nor these: moto's costs per Query and per request
         StepFunctionResponse.send_task_failure = send_task_failure  # type: ignore[method-assign]
         for name in ("send_task_success", "send_task_failure", "send_task_heartbeat"):
             original = getattr(StepFunctionsParserBackend, name)
@@ -202,6 +211,10 @@ def _keep_alive(handler: type[Any]) -> type[Any]:
 
     class KeepAlive(handler):  # type: ignore[misc]
         protocol_version = "HTTP/1.1"
+        # TCP_NODELAY: a response goes out as two writes (headers, then body); with Nagle
+        # on, the body waits for the client's delayed ACK of the headers, 40 ms on Linux,
+        # on every call of a kept-alive connection (a closed one flushed at once).
+        disable_nagle_algorithm = True
         _closing = False
 
         def run_wsgi(self) -> None:
@@ -237,6 +250,8 @@ class _Middleware:
         self._counts_lock = threading.Lock()
         self._dynamodb_lock = threading.Lock()
         self.fault: FaultPredicate | None = None
+        self.writes = WriteLedger()  # DynamoDB write volume per caller, as AWS bills it
+        self.reads = ReadLedger()  # Query / Scan items read (ScannedCount) per caller
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         operation, target = _operation_of(environ)
@@ -259,6 +274,10 @@ class _Middleware:
             with self._dynamodb_lock:
                 # Consume the whole response inside the lock: the write is finished before
                 # the next DynamoDB request starts, like one atomic item write in AWS.
+                if operation in WRITE_OPERATIONS:
+                    return self.writes.run(operation, environ, caller, self._app, start_response)
+                if operation in READ_OPERATIONS:
+                    return self.reads.run(operation, environ, caller, self._app, start_response)
                 return list(self._app(environ, start_response))
         return self._app(environ, start_response)
 
@@ -294,6 +313,8 @@ class _Middleware:
             self._counts.clear()
             self._by_caller.clear()
             self._faults = 0
+        self.writes.reset()
+        self.reads.reset()
 
 
 class EmbeddedAws:
@@ -435,10 +456,31 @@ class EmbeddedAws:
         (``DynamoDB_20120810.GetItem``), a query protocol's Action, or ``S3.<METHOD>``."""
         return self._require_middleware().calls_by(caller)
 
+    def writes_by(self, caller: str) -> dict[str, dict[str, int]]:
+        """DynamoDB writes signed with access key `caller`, as AWS bills them, by table
+        (and ``"<table>/<index>"`` for secondary indexes): ``{"items", "bytes",
+        "write_units", "failed"}``; see ``src.local.dynamodb_writes``."""
+        return self._require_middleware().writes.by(caller)
+
+    @property
+    def writes_unaccounted(self) -> int:
+        """DynamoDB write requests passed through without billing (not looked up)."""
+        return self._require_middleware().writes.unaccounted
+
     @property
     def faults(self) -> int:
         """Requests answered by the fault hook."""
         return self._require_middleware().faults
+
+    def reads_by(self, caller: str) -> dict[str, dict[str, int]]:
+        """DynamoDB Query and Scan calls signed with access key `caller`, by operation:
+        ``{"calls", "items" (ScannedCount summed), "max_items" (the largest of one call),
+        "returned" (Count summed)}``; see ``src.local.dynamodb_reads``."""
+        return self._require_middleware().reads.by(caller)
+
+    def reads_by_source(self, caller: str) -> dict[str, dict[str, int]]:
+        """`reads_by` keyed ``"<operation> <table>[/<index>]"``."""
+        return self._require_middleware().reads.by_source(caller)
 
     def reset_calls(self) -> None:
         self._require_middleware().reset()

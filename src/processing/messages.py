@@ -19,6 +19,8 @@ _PRINTABLE = re.compile(r"[^\x00-\x1f\x7f-\x9f]+")
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:[\x21-\x7e\u00a0-\U0010ffff]+")
 _TOKEN = re.compile(r"[\x21-\x7e]+")  # visible ASCII, no whitespace
 MAX_ID_CHARS = 256
+MAX_ARN_CHARS = 2048  # Step Functions' limit for an execution ARN
+_ARN = re.compile(r"arn:[A-Za-z0-9-]+:states:[A-Za-z0-9-]*:[0-9]*:(express|execution):[\x21-\x7e]+")
 MAX_TOKEN_CHARS = 2048  # Step Functions' TaskToken limit (botocore model)
 # metadata is stored on the job item (DynamoDB: 400 KB per item, numbers of at most 38
 # digits between 1e-130 and 1e126, 32 levels of nesting): refuse what it cannot hold.
@@ -37,6 +39,10 @@ class ExportJobMessage(BaseModel):
     user_id: StrictStr = Field(alias="userId", min_length=1, max_length=MAX_ID_CHARS)
     metadata: dict[str, Any] = Field(default_factory=dict)
     task_token: StrictStr | None = Field(None, alias="taskToken", max_length=MAX_TOKEN_CHARS)
+    # The sending Step Functions execution (`$$.Execution.Id`), for tracing: on every log
+    # line of the job, in the API and in metrics exemplars. The original ignores it; a
+    # value that is not an ARN is dropped, never a reason to refuse the job.
+    execution_arn: Any = Field(None, alias="executionArn")
     # Accepted and ignored, but it must parse as a URL (any scheme), as the original's
     # validation required: a producer sending garbage there hears about it.
     callback_url: Any = Field(None, alias="callbackUrl")
@@ -56,6 +62,13 @@ class ExportJobMessage(BaseModel):
         if not isinstance(value, str) or not _URL.fullmatch(value):
             raise ValueError("callbackUrl must be a URL (scheme:rest, no spaces)")
         return value
+
+    @field_validator("execution_arn")
+    @classmethod
+    def _arn(cls, value: Any) -> str | None:
+        if isinstance(value, str) and len(value) <= MAX_ARN_CHARS and _ARN.fullmatch(value):
+            return value
+        return None
 
     @field_validator("metadata")
     @classmethod
@@ -92,6 +105,7 @@ class ExportJobMessage(BaseModel):
             user_id=self.user_id,
             metadata=self.metadata,
             task_token=TaskToken(self.task_token) if self.task_token else None,
+            execution_arn=self.execution_arn,
         )
 
 

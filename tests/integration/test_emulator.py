@@ -220,22 +220,23 @@ def test_state_machine_template_renders_valid_json() -> None:
         render_state_machine("q", task_timeout_seconds=10, heartbeat_seconds=10)
 
 
-def test_execution_sends_the_job_with_default_metadata_and_a_token(
+def test_execution_sends_the_job_with_default_metadata_a_token_and_its_execution(
     aws: EmbeddedAws, resources: Resources
 ) -> None:
     without = new_job()
     with_metadata = new_job(metadata={"source": "ui", "tags": [1, 2]})
-    start(aws, resources.state_machine_arn, without)
+    arn = start(aws, resources.state_machine_arn, without)
     start(aws, resources.state_machine_arn, with_metadata)
 
     body = receive_job(aws, resources.export_jobs_url, without["jobId"])
     token = body.pop("taskToken")
     assert isinstance(token, str) and token
+    assert body.pop("executionArn") == arn
     assert body == {**without, "metadata": {}}
 
     body = receive_job(aws, resources.export_jobs_url, with_metadata["jobId"])
     assert body["metadata"] == {"source": "ui", "tags": [1, 2]}
-    assert set(body) == {"jobId", "exportId", "userId", "metadata", "taskToken"}
+    assert set(body) == {"jobId", "exportId", "userId", "metadata", "taskToken", "executionArn"}
 
 
 def test_task_success_output_is_the_execution_output(
@@ -345,3 +346,91 @@ def test_reset_calls(aws: EmbeddedAws, resources: Resources) -> None:
     aws.reset_calls()
     assert aws.calls("DescribeTable") == 0
     assert aws.faults == 0
+
+
+def test_query_and_scan_record_the_items_they_read_per_caller(
+    aws: EmbeddedAws, resources: Resources
+) -> None:
+    caller = f"reads{uuid.uuid4().hex[:8]}"
+    ddb = boto3.client(
+        "dynamodb", endpoint_url=aws.endpoint_url, region_name=REGION,
+        aws_access_key_id=caller, aws_secret_access_key=caller,
+    )  # fmt: skip
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    for n in range(5):
+        item = {"jobId": {"S": str(uuid.uuid4())}, "userId": {"S": user},
+                "createdAt": {"S": f"2026-01-0{n + 1}T00:00:00.000Z"}, "n": {"N": str(n)}}  # fmt: skip
+        ddb.put_item(TableName=resources.table_name, Item=item)
+    query = {
+        "TableName": resources.table_name,
+        "IndexName": "userId-index",
+        "KeyConditionExpression": "userId = :u",
+        "ExpressionAttributeValues": {":u": {"S": user}, ":two": {"N": "2"}},
+    }
+    ddb.query(**query, FilterExpression="n < :two")  # reads 5, returns 2
+    ddb.query(**query, FilterExpression="n < :two", Limit=3)  # reads 3, returns 2
+    scanned = ddb.scan(TableName=resources.table_name, Select="COUNT")["ScannedCount"]
+    with pytest.raises(ClientError):
+        ddb.query(**{**query, "TableName": "no-such-table"})  # an error reads nothing
+
+    assert aws.reads_by(caller) == {
+        "Query": {"calls": 2, "items": 8, "max_items": 5, "returned": 4},
+        "Scan": {"calls": 1, "items": scanned, "max_items": scanned, "returned": scanned},
+    }
+    assert aws.reads_by_source(caller)[f"Query {resources.table_name}/userId-index"]["calls"] == 2
+    assert aws.reads_by("someone-else") == {}
+    aws.reset_calls()
+    assert aws.reads_by(caller) == {}
+
+
+def test_queries_keep_dynamodb_order_with_keys_cast_once(aws: EmbeddedAws) -> None:
+    # moto_costs sorts by each key's cast value: numbers as numbers, not as text.
+    ddb = client(aws, "dynamodb")
+    name = f"t{uuid.uuid4().hex[:8]}-order"
+    ddb.create_table(
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[
+            {"AttributeName": "h", "AttributeType": "S"},
+            {"AttributeName": "r", "AttributeType": "N"},
+            {"AttributeName": "g", "AttributeType": "S"},
+            {"AttributeName": "n", "AttributeType": "N"},
+        ],
+        KeySchema=[{"AttributeName": "h", "KeyType": "HASH"}, {"AttributeName": "r", "KeyType": "RANGE"}],
+        GlobalSecondaryIndexes=[{
+            "IndexName": "by-n",
+            "KeySchema": [{"AttributeName": "g", "KeyType": "HASH"}, {"AttributeName": "n", "KeyType": "RANGE"}],
+            "Projection": {"ProjectionType": "KEYS_ONLY"},
+        }],
+    )  # fmt: skip
+    for r, n in ((10, 3), (2, 100), (1, 20), (33, -5)):
+        item = {"h": {"S": "a"}, "r": {"N": str(r)}, "g": {"S": "x"}, "n": {"N": str(n)}}
+        ddb.put_item(TableName=name, Item=item)
+    ddb.put_item(TableName=name, Item={"h": {"S": "b"}, "r": {"N": "0"}})  # not in the index
+
+    by_range = ddb.query(
+        TableName=name,
+        KeyConditionExpression="h = :h",
+        ExpressionAttributeValues={":h": {"S": "a"}},
+    )["Items"]
+    by_index = ddb.query(
+        TableName=name, IndexName="by-n", KeyConditionExpression="g = :g AND n < :top",
+        ExpressionAttributeValues={":g": {"S": "x"}, ":top": {"N": "50"}}, Limit=2,
+    )  # fmt: skip
+    backwards = ddb.query(
+        TableName=name, IndexName="by-n", KeyConditionExpression="g = :g",
+        ExpressionAttributeValues={":g": {"S": "x"}}, ScanIndexForward=False,
+    )["Items"]  # fmt: skip
+
+    assert [i["r"]["N"] for i in by_range] == ["1", "2", "10", "33"]
+    assert [i["n"]["N"] for i in by_index["Items"]] == ["-5", "3"]
+    assert by_index["ScannedCount"] == 2 and "LastEvaluatedKey" in by_index
+    assert [i["n"]["N"] for i in backwards] == ["100", "20", "3", "-5"]
+    scanned = ddb.scan(TableName=name)["Items"]
+    assert sorted((i["h"]["S"], int(i["r"]["N"])) for i in scanned) == [
+        ("a", 1),
+        ("a", 2),
+        ("a", 10),
+        ("a", 33),
+        ("b", 0),
+    ]

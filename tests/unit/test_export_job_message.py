@@ -252,3 +252,20 @@ def test_snake_case_field_names_are_not_the_contract():
         }
     )
     assert "jobId" in reason_for(body)
+
+
+ARN = "arn:aws:states:eu-west-1:123456789012:execution:export-job:6b5e3408-835a-41fe-b233"
+
+
+def test_the_execution_arn_is_kept_for_tracing():
+    assert parse(with_(executionArn=ARN)).to_command().execution_arn == ARN
+    express = ARN.replace(":execution:", ":express:")
+    assert parse(with_(executionArn=express)).to_command().execution_arn == express
+
+
+@pytest.mark.parametrize(
+    "arn", ["not an arn", 42, "", "arn:aws:s3:::bucket", ARN + " x", "a" * 3000]
+)
+def test_a_bad_execution_arn_is_dropped_never_a_reason_to_refuse_the_job(arn: object):
+    command = parse(with_(executionArn=arn)).to_command()
+    assert command.execution_arn is None and command.job_id == JOB_ID

@@ -18,6 +18,7 @@ class TaskRef:
     task_id: str
     index: int
     dispatched: DownloadTask | None = None
+    execution_arn: str | None = None  # the job's, so the worker's log lines carry it
 
 
 class PublishFailed(Exception):

@@ -58,7 +58,11 @@ class WorkflowAnswers:
         )
         if self.events is not None and (delivered or last_error):
             latency = (now - job.completed_at).total_seconds() if job.completed_at else None
-            detail = {"delivered": delivered, "latencySeconds": latency}
+            detail = {
+                "delivered": delivered,
+                "latencySeconds": latency,
+                "executionArn": job.execution_arn,
+            }
             await self.events.publish(DomainEvent(JOB_ANSWERED, job.job_id, now, detail))
         try:
             return await self.jobs.save(job)

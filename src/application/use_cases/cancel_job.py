@@ -62,7 +62,11 @@ class CancelJob:
             except ConditionFailed:
                 continue
             log.warning("job cancelled", reason=command.message)
-            detail = {"status": job.status, "error": error_name(job)}
+            detail = {
+                "status": job.status,
+                "error": error_name(job),
+                "executionArn": job.execution_arn,
+            }
             await self.events.publish(DomainEvent(JOB_CANCELLED, job.job_id, now, detail))
             if command.notify_workflow and job.has_task_token():
                 job = await self.complete_job.answer(job)

@@ -102,7 +102,7 @@ class CompleteJob:
                 name,
                 job.job_id,
                 self.clock.now(),
-                {"status": job.status, "error": error_name(job)},
+                {"status": job.status, "error": error_name(job), "executionArn": job.execution_arn},
             )
         )
         if job.has_task_token():

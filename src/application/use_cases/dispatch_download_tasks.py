@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from src.application.commands import CompleteJobCommand, ResumeDispatchCommand
+from src.application.log_context import job_context
 from src.application.ports.clock import Clock
 from src.application.ports.export_api import ExportApi, ExportFile, ExportState
 from src.application.ports.job_repository import JobRepository
@@ -101,7 +102,7 @@ class DispatchDownloadTasks:
 
     async def _resume_one(self, job: ExportJob) -> None:
         assert job.dispatch is not None and job.lease_owner is not None
-        with structlog.contextvars.bound_contextvars(job_id=job.job_id, export_id=job.export_id):
+        with job_context(job, export_id=job.export_id):
             log.info("resuming an unfinished dispatch", cursor=job.dispatch.cursor)
             if job.dispatch.overrun(self.policy.max_attempts):
                 made = job.dispatch.attempts - 1
@@ -180,7 +181,8 @@ class DispatchDownloadTasks:
             tasks = [
                 self._task(job, i, files[i], now) for i in range(cursor.at, end) if i not in done
             ]
-            await self.queue.publish([TaskRef(t.job_id, t.task_id, t.index, t) for t in tasks])
+            arn = job.execution_arn
+            await self.queue.publish([TaskRef(t.job_id, t.task_id, t.index, t, arn) for t in tasks])
             async with cursor.lock:
                 until = self.clock.now() + self.policy.lease
                 to = end if end < total else None

@@ -64,7 +64,8 @@ class RetryFailedFiles:
             ) from None
         # Published after the job is DOWNLOADING again; if this fails, the reaper finds
         # the job stalled and dispatches its unfinished files again.
-        await self.queue.publish([TaskRef(t.job_id, t.task_id, t.index, t) for t in failed])
+        arn = job.execution_arn
+        await self.queue.publish([TaskRef(t.job_id, t.task_id, t.index, t, arn) for t in failed])
         log.warning("failed files retried by an operator", job_id=job_id, files=files)
         return reopened
 

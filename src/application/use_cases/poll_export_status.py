@@ -9,6 +9,7 @@ from datetime import timedelta
 import structlog
 
 from src.application.commands import CompleteJobCommand, PollDueJobsCommand
+from src.application.log_context import job_context
 from src.application.ports.clock import Clock
 from src.application.ports.export_api import ExportApi, ExportApiError, ExportFile, ExportState
 from src.application.ports.job_repository import ConditionFailed, JobRepository
@@ -58,7 +59,7 @@ class PollExportStatus:
         return PollReport(len(claimed))
 
     async def _guarded(self, job: ExportJob) -> None:
-        with structlog.contextvars.bound_contextvars(job_id=job.job_id, export_id=job.export_id):
+        with job_context(job, export_id=job.export_id):
             try:
                 await self.poll_one(job)
             except ConditionFailed:

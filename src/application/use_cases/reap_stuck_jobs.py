@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from src.application.commands import CompleteJobCommand, ReapCommand
+from src.application.log_context import job_context
 from src.application.ports.clock import Clock
 from src.application.ports.job_repository import ConditionFailed, JobRepository
 from src.application.ports.leases import Leases
@@ -88,7 +89,7 @@ class ReapStuckJobs:
     async def _callbacks(self, now: datetime, limit: int) -> tuple[int, int]:
         retried = abandoned = 0
         for job in await self.jobs.list_owing_callbacks(now, limit):
-            with structlog.contextvars.bound_contextvars(job_id=job.job_id):
+            with job_context(job):
                 if job.callback.attempts >= self.policy.max_callback_attempts:
                     log.error("giving up on the workflow callback", attempts=job.callback.attempts)
                     await self._save_quietly(job.workflow_gone("CallbackAttemptsExhausted", now))
@@ -109,7 +110,7 @@ class ReapStuckJobs:
             JobStatus.DOWNLOADING, now - self.policy.job_deadline, limit
         )
         for job in overdue:  # past the deadline whatever its progress
-            with structlog.contextvars.bound_contextvars(job_id=job.job_id):
+            with job_context(job):
                 hours = self.policy.job_deadline.total_seconds() / 3600
                 failure = JobError(
                     JobErrorCode.PROCESSING_ERROR, f"Job did not finish within {hours:g} hours"
@@ -121,7 +122,7 @@ class ReapStuckJobs:
         for job in await self.jobs.list_stalled(JobStatus.DOWNLOADING, stalled_before, limit):
             if job.job_id in done or job.is_dispatching:
                 continue  # a dispatch still running (or to resume) is not a stall
-            with structlog.contextvars.bound_contextvars(job_id=job.job_id):
+            with job_context(job):
                 if job.all_files_done:
                     await self.complete_job.execute(CompleteJobCommand(job.job_id))
                     finished += 1
@@ -154,7 +155,7 @@ class ReapStuckJobs:
         """A job dispatched by an earlier version: every file has its record, and its
         counts are on the job item. Re-queue the records no one finished or holds."""
         lost = [
-            TaskRef(t.job_id, t.task_id, t.index)
+            TaskRef(t.job_id, t.task_id, t.index, execution_arn=job.execution_arn)
             for t in await self.tasks.list_for_job(job.job_id)
             if t.status is TaskStatus.PENDING
             or (t.status is TaskStatus.RUNNING and not t.is_leased(now))

@@ -9,6 +9,7 @@ from datetime import timedelta
 import structlog
 
 from src.application.commands import CancelJobCommand, SendHeartbeatsCommand
+from src.application.log_context import job_context
 from src.application.ports.clock import Clock
 from src.application.ports.job_repository import JobRepository
 from src.application.ports.workflow_callbacks import (
@@ -56,7 +57,7 @@ class SendHeartbeats:
         return HeartbeatReport(sent=len(due), cancelled=sum(results))
 
     async def _beat(self, job: ExportJob) -> bool:
-        with structlog.contextvars.bound_contextvars(job_id=job.job_id):
+        with job_context(job):
             closed: dict[TaskToken, str] = {}
             invalid: list[TaskToken] = []
             for token in job.heartbeat_tokens():

@@ -61,6 +61,7 @@ class StartExportJob:
             task_token=command.task_token,
             now=self.clock.now(),
             policy=self.policy,  # its first poll is scheduled in the same write
+            execution_arn=command.execution_arn,
         )
         if not await self.jobs.create(job):
             return await self._existing(command)

@@ -15,8 +15,13 @@ OnCheckpoint = Callable[[UploadCheckpoint], Awaitable[None]]
 
 class S3StreamingUpload:
     """Buffers up to `threshold` bytes; a smaller object is one PutObject, a larger one a
-    multipart upload with at most `parts_in_flight` parts uploading at a time. Peak memory
-    is about (parts_in_flight + 1) x part_size, whatever the object's size.
+    multipart upload with at most `parts_in_flight` parts uploading at a time.
+
+    Bytes are written once, straight into the buffer of the part they belong to, and that
+    buffer (an `io.BytesIO`, which the HTTP client sends as it is) is reused for a later
+    part once its upload is done: a multipart upload holds at most `parts_in_flight` + 1
+    part buffers, whatever the object's size, and allocates no new one per part (freed
+    and re-allocated 8 MiB blocks are what made the RSS creep with the file's size).
 
     The sha256 is computed here, part by part in source order, so its state is known at
     every part boundary: each time the stored parts reach further from byte 0 without a
@@ -50,7 +55,10 @@ class S3StreamingUpload:
             self._headers["ContentType"] = content_type
         if content_encoding:
             self._headers["ContentEncoding"] = content_encoding
-        self._buffer = bytearray()
+        self._part = io.BytesIO()  # being filled; grows as needed (most files are small)
+        self._held: list[io.BytesIO] = []  # full parts kept until `threshold` is reached
+        self._spare: list[io.BytesIO] = []  # buffers of uploaded parts, for the next ones
+        self._parts_in_flight = parts_in_flight
         self._tasks: list[asyncio.Task[None]] = []
         self._slots = asyncio.Semaphore(parts_in_flight)
         self._checkpoints = asyncio.Lock()
@@ -70,19 +78,35 @@ class S3StreamingUpload:
         return self._upload_id
 
     async def write(self, chunk: bytes) -> None:
-        self._buffer += chunk
-        if self._upload_id is None and len(self._buffer) < self._threshold:
-            return
-        while len(self._buffer) >= self._part_size:
-            await self._start_part(self._part_size)
+        data = memoryview(chunk)
+        while data:
+            room = self._part_size - self._part.tell()
+            self._part.write(data[:room])
+            data = data[room:]
+            if self._upload_id is None:
+                held = len(self._held) * self._part_size + self._part.tell()
+                if held < self._threshold:
+                    if self._part.tell() == self._part_size:
+                        self._held.append(self._part)
+                        self._part = io.BytesIO()
+                    continue
+                held_parts, self._held = self._held, []
+                for part in held_parts:  # the object is multipart after all
+                    await self._start_part(part)
+            if self._part.tell() == self._part_size:
+                await self._start_part(self._part)
+                self._part = self._next_buffer()
 
     async def seal(self) -> str:
         """No more bytes: hash the rest (the last part starts uploading) and return the
         sha256 of the whole object, resumed bytes included, before anything is final."""
         if self._upload_id is None:
-            self._hasher.update(self._buffer)
-        elif self._buffer or self._next_part == 1:  # no empty extra part after an exact fit
-            await self._start_part(len(self._buffer))
+            self._part = self._whole()
+            with self._part.getbuffer() as view:
+                self._hasher.update(view)
+        elif self._part.tell() or self._next_part == 1:  # no empty extra part after an exact fit
+            await self._start_part(self._part)
+            self._part = io.BytesIO()
         self._sha256 = self._hasher.hexdigest()
         return self._sha256
 
@@ -93,13 +117,14 @@ class S3StreamingUpload:
             await self._client.put_object(
                 Bucket=self._bucket,
                 Key=self._key,
-                Body=bytes(self._buffer),
+                Body=self._part,
                 Metadata=metadata,
                 **self._headers,
             )
-            self._buffer.clear()
+            self._release_buffers()
             return
         await self._drain()
+        self._release_buffers()
         parts = sorted(
             [*self._stored, *(part for part, _state in self._done.values())],
             key=lambda p: p.number,
@@ -128,11 +153,45 @@ class S3StreamingUpload:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._buffer.clear()
+        self._release_buffers()
 
-    async def _start_part(self, size: int) -> None:
-        """Wait for an upload slot *before* cutting the part, so no finished part waits in
-        memory: at most `parts_in_flight` parts exist besides the buffer."""
+    def _whole(self) -> io.BytesIO:
+        """The PutObject body: the one buffer, or (`threshold` above the part size) the
+        held parts and the rest copied into one."""
+        part = self._part
+        part.truncate(part.tell())
+        if self._held:
+            whole = io.BytesIO()
+            for held in (*self._held, part):
+                with held.getbuffer() as view:
+                    whole.write(view)
+                held.close()
+            self._held.clear()
+            part = whole
+        part.seek(0)
+        return part
+
+    def _next_buffer(self) -> io.BytesIO:
+        """A part buffer: one an uploaded part gave back, else a new one of the part's
+        size, allocated once (not grown write by write)."""
+        if self._spare:
+            return self._spare.pop()
+        buffer = io.BytesIO()
+        buffer.seek(self._part_size - 1)
+        buffer.write(b"\0")
+        buffer.seek(0)
+        return buffer
+
+    def _release_buffers(self) -> None:
+        for buffer in (*self._spare, *self._held, self._part):
+            buffer.close()
+        self._spare.clear()
+        self._held.clear()
+        self._part = io.BytesIO()
+
+    async def _start_part(self, body: io.BytesIO) -> None:
+        """Upload a full part (or the last one) once a slot is free: at most
+        `parts_in_flight` parts upload while the next one fills."""
         if self._upload_id is None:
             created = await self._client.create_multipart_upload(
                 Bucket=self._bucket, Key=self._key, **self._headers
@@ -143,39 +202,41 @@ class S3StreamingUpload:
         if failed:
             self._slots.release()
             raise failed[0].exception()  # type: ignore[misc]
+        size = body.tell()
+        body.truncate(size)  # a reused buffer's last, shorter part
+        body.seek(0)
+        with body.getbuffer() as view:
+            self._hasher.update(view)
         number, self._next_part = self._next_part, self._next_part + 1
         start, self._offset = self._offset, self._offset + size
-        body = self._cut(size)
         state = self._hasher.state() if self._on_checkpoint else None
-        task = asyncio.create_task(self._upload_part(number, start, body, state))
+        task = asyncio.create_task(self._upload_part(number, start, size, body, state))
         self._tasks.append(task)
 
-    def _cut(self, size: int) -> io.BytesIO:
-        """One copy of the part, into a buffer the HTTP client can send as it is (a
-        BytesIO made from `bytes` would be copied again when aiohttp takes its view)."""
-        body = io.BytesIO()
-        with memoryview(self._buffer) as view:
-            body.write(view[:size])
-            self._hasher.update(view[:size])
-        del self._buffer[:size]
-        body.seek(0)
-        return body
-
     async def _upload_part(
-        self, number: int, start: int, data: io.BytesIO, state: str | None
+        self, number: int, start: int, size: int, body: io.BytesIO, state: str | None
     ) -> None:
+        uploaded = False
         try:
-            size = data.getbuffer().nbytes
             response = await self._client.upload_part(
                 Bucket=self._bucket,
                 Key=self._key,
                 UploadId=self._upload_id,
                 PartNumber=number,
-                Body=data,
+                Body=body,
             )
             part = StoredPart(number, str(response["ETag"]), start, start + size)
             self._done[number] = (part, state)
+            uploaded = True
         finally:
+            # The buffer is given back (or freed, after a failure) before the slot: the
+            # next part takes the slot at once, and the checkpoint below may wait (a
+            # DynamoDB write, other parts' checkpoints) without holding a part.
+            if uploaded and len(self._spare) < self._parts_in_flight:
+                body.seek(0)
+                self._spare.append(body)
+            else:
+                body.close()
             self._slots.release()
         await self._checkpoint()
 

@@ -60,6 +60,8 @@ class SqsWorkQueue:  # implements WorkQueue
     @staticmethod
     def _body(ref: TaskRef) -> str:
         body: dict[str, object] = {"jobId": ref.job_id, "taskId": ref.task_id, "index": ref.index}
+        if ref.execution_arn:
+            body["executionArn"] = ref.execution_arn
         task = ref.dispatched
         if task is not None:
             body["task"] = {

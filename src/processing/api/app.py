@@ -14,7 +14,8 @@ from fastapi import Depends, FastAPI, Query, Request, Response, status
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client.openmetrics import exposition as openmetrics
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from src.application.commands import CancelJobCommand
@@ -166,13 +167,18 @@ def create_app(context: AdminContext, is_ready: Callable[[], bool] = lambda: Tru
         dependencies=metrics_guard,
         response_class=PlainTextResponse,
         responses={
-            200: {"content": {"text/plain": {"schema": {"type": "string"}}},
-                  "description": "Prometheus text format"},
+            200: {"content": {"text/plain": {"schema": {"type": "string"}},
+                              "application/openmetrics-text": {"schema": {"type": "string"}}},
+                  "description": "Prometheus text format, or OpenMetrics when asked"},
             **_ERROR_RESPONSES,
         },
     )  # fmt: skip
-    async def metrics() -> Response:
-        """Prometheus text format (see the README for every metric and sample alerts)."""
+    async def metrics(request: Request) -> Response:
+        """Prometheus text format, or OpenMetrics (with exemplars naming the execution of
+        a job's answer) when asked for; the README lists every metric and sample alerts."""
+        if "application/openmetrics-text" in request.headers.get("accept", ""):
+            page = openmetrics.generate_latest(REGISTRY)  # type: ignore[no-untyped-call]
+            return Response(page, media_type=openmetrics.CONTENT_TYPE_LATEST)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     console_page = (Path(__file__).parent / "static" / "console.html").read_text()

@@ -52,6 +52,7 @@ class JobOut(BaseModel):
     callback: CallbackOut
     hasTaskToken: bool
     durationMs: int
+    executionArn: str | None = Field(description="the Step Functions execution that sent it")
 
 
 class FileOut(BaseModel):
@@ -126,6 +127,7 @@ def job_out(job: ExportJob) -> dict[str, Any]:
         },
         "hasTaskToken": job.has_task_token(),
         "durationMs": job.duration_ms(),
+        "executionArn": job.execution_arn,
     }
 
 

@@ -38,6 +38,7 @@ class DownloadTaskMessage(BaseModel):
 
     jobId: StrictStr = Field(min_length=1, max_length=256)
     taskId: StrictStr = Field(min_length=1, max_length=64)
+    executionArn: StrictStr | None = Field(None, max_length=2048)
     index: StrictInt | None = Field(None, ge=0)
     task: DispatchedTask | None = None
 
@@ -81,7 +82,8 @@ class DownloadTaskHandler:
             reason = f"invalid download-task message: {describe_validation_error(err)}"
             log.warning("invalid download-task message", reason=reason)
             return Outcome(Ack.REJECT, reason)
-        with structlog.contextvars.bound_contextvars(job_id=dto.jobId, task_id=dto.taskId):
+        trace = {"execution_arn": dto.executionArn} if dto.executionArn else {}
+        with structlog.contextvars.bound_contextvars(job_id=dto.jobId, task_id=dto.taskId, **trace):
             # One owner per handling (replica/nonce): a duplicate delivery on this same
             # replica cannot share the lease, its renewals or its final write.
             owner = f"{self._owner}/{uuid.uuid4().hex[:8]}"

@@ -30,7 +30,10 @@ class ExportJobHandler:
             reason = f"invalid export-job message: {describe_validation_error(err)}"
             log.warning("invalid export-job message", reason=reason, body_bytes=len(message.body))
             return Outcome(Ack.REJECT, reason)
-        with structlog.contextvars.bound_contextvars(job_id=dto.job_id, export_id=dto.export_id):
+        trace = {"execution_arn": dto.execution_arn} if dto.execution_arn else {}
+        with structlog.contextvars.bound_contextvars(
+            job_id=dto.job_id, export_id=dto.export_id, **trace
+        ):
             await self._start_job.execute(dto.to_command())
             if self._started is not None:
                 self._started.set()
