@@ -115,10 +115,14 @@ def configure_logging(
         library = logging.getLogger(name)
         library.handlers.clear()  # uvicorn's own handlers would print around the masking
         library.propagate = True
-    # Libraries log request details at DEBUG: keep them quiet unless asked for.
-    library_level = max(numeric, logging.WARNING) if numeric > logging.DEBUG else numeric
-    for noisy in ("botocore", "aiobotocore", "aiohttp", "urllib3", "werkzeug"):
-        logging.getLogger(noisy).setLevel(library_level)
+    # Libraries log request details at DEBUG. The AWS SDK's debug lines dump whole request
+    # bodies, where a task token can sit under an update expression's placeholder
+    # (":a13") that no filter can recognise: they are never logged, at any level.
+    quiet = max(numeric, logging.WARNING)
+    for sdk in ("botocore", "aiobotocore", "boto3", "s3transfer", "urllib3"):
+        logging.getLogger(sdk).setLevel(quiet if numeric > logging.DEBUG else logging.INFO)
+    for noisy in ("aiohttp", "werkzeug"):
+        logging.getLogger(noisy).setLevel(quiet if numeric > logging.DEBUG else numeric)
 
 
 def detach_logging() -> None:

@@ -24,9 +24,13 @@ def redact_text(text: str) -> str:
 
 _TOKEN_FIELD = re.compile(r'("taskToken"\s*:\s*")([^"]*)(")')
 # Also as Python reprs and keyword lists print them (the AWS SDK's debug lines):
-# 'taskToken': '...', taskToken=..., "task_token": "..."
+# 'taskToken': '...', taskToken=..., "task_token": "...", and JSON inside JSON strings
+# (\\"taskToken\\": \\"...\\")
+_Q = r"""(?:\\*["'])"""  # a quote, maybe escaped (JSON inside a JSON string)
 _TOKEN_ANY = re.compile(
-    r"""((?:["']?)(?:taskToken|task_token|TaskToken)(?:["']?)\s*[:=]\s*["']?)([^"'\s,}&)]+)"""
+    rf"""((?:taskToken|task_token|TaskToken){_Q}?\s*[:=]\s*"""
+    rf"""(?:\{{\s*{_Q}S{_Q}\s*:\s*)?{_Q}?)"""  # DynamoDB's {"S": "..."} too
+    r"""([^"'\\\s,{}&)]+)"""
 )
 
 

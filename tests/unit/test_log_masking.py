@@ -182,3 +182,20 @@ def test_log_format_defaults_to_console_on_a_terminal_and_json_otherwise(monkeyp
     assert log_format(Terminal()) == "json"
     with pytest.raises(ValueError, match="LOG_FORMAT"):
         log_format(io.StringIO(), "xml")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "params {'taskToken': '%s'}",
+        'body {"taskToken": "%s"}',
+        'body "{\\\\"taskToken\\\\": \\\\"%s\\\\"}"',  # JSON inside a JSON string
+        '"taskToken": {"S": "%s"}',  # DynamoDB's typed form
+        "Action=SendTaskSuccess&taskToken=%s&output=x",
+    ],
+)
+def test_tokens_in_library_text_are_masked_in_every_quoting(text: str):
+    from src.infrastructure.redaction import redact_log_text
+
+    masked_text = redact_log_text(text % RAW_TOKEN)
+    assert RAW_TOKEN not in masked_text and MASKED in masked_text
