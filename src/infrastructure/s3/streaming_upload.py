@@ -69,6 +69,11 @@ class S3StreamingUpload:
         self._upload_id: str | None = resume.upload_id if resume else None
         self._stored: list[StoredPart] = list(resume.parts) if resume else []
         self._done: dict[int, tuple[StoredPart, str | None]] = {}
+        # Parts up to (not including) this number are in a stored checkpoint; uploaded
+        # parts wait for it (holding their slot) so that the checkpoints cannot lag.
+        self._recorded_next = self._stored_next()
+        self._waiting: dict[int, asyncio.Future[None]] = {}
+        self._broken = False
         self._next_part = resume.next_part_number if resume else 1
         self._offset = resume.next_offset if resume else 0
         self._sha256 = ""
@@ -229,16 +234,41 @@ class S3StreamingUpload:
             self._done[number] = (part, state)
             uploaded = True
         finally:
-            # The buffer is given back (or freed, after a failure) before the slot: the
-            # next part takes the slot at once, and the checkpoint below may wait (a
-            # DynamoDB write, other parts' checkpoints) without holding a part.
+            # The buffer is given back (or freed, after a failure) at once: the checkpoint
+            # below may wait (a DynamoDB write, other parts' checkpoints) without holding
+            # a part's bytes.
             if uploaded and len(self._spare) < self._parts_in_flight:
                 body.seek(0)
                 self._spare.append(body)
             else:
                 body.close()
+            if not uploaded:
+                self._broken = True  # no part waits for a checkpoint that cannot come
+                self._wake()
+                self._slots.release()
+        # The slot is held until the part is in a stored checkpoint: at most
+        # `parts_in_flight` parts are uploaded but not yet recorded, so a copy that dies
+        # re-reads at most (parts_in_flight + 1) x part size, however slow the
+        # checkpoints (or an earlier, slower part) are.
+        try:
+            await self._checkpoint()
+            await self._until_recorded(number)
+        finally:
             self._slots.release()
-        await self._checkpoint()
+
+    async def _until_recorded(self, number: int) -> None:
+        if self._on_checkpoint is None or self._broken or number < self._recorded_next:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting[number] = waiter
+        await waiter
+
+    def _wake(self) -> None:
+        for number, waiter in list(self._waiting.items()):
+            if self._broken or number < self._recorded_next:
+                del self._waiting[number]
+                if not waiter.done():
+                    waiter.set_result(None)
 
     async def _checkpoint(self) -> None:
         """Report the parts that now reach further from byte 0 without a gap."""
@@ -251,16 +281,23 @@ class S3StreamingUpload:
                 self._stored.append(part)
             if state is None:
                 return
-            await self._on_checkpoint(
-                UploadCheckpoint(
-                    upload_id=self._upload_id,
-                    validator=self._validator,
-                    parts=tuple(self._stored),
-                    hash_state=state,
-                    content_type=self._headers.get("ContentType"),
-                    content_encoding=self._headers.get("ContentEncoding"),
+            try:
+                await self._on_checkpoint(
+                    UploadCheckpoint(
+                        upload_id=self._upload_id,
+                        validator=self._validator,
+                        parts=tuple(self._stored),
+                        hash_state=state,
+                        content_type=self._headers.get("ContentType"),
+                        content_encoding=self._headers.get("ContentEncoding"),
+                    )
                 )
-            )
+            except BaseException:
+                self._broken = True
+                self._wake()
+                raise
+            self._recorded_next = self._stored_next()
+            self._wake()
 
     def _stored_next(self) -> int:
         return self._stored[-1].number + 1 if self._stored else 1
