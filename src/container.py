@@ -372,7 +372,14 @@ class Container(containers.DeclarativeContainer):
         settings,
     )
     retry_failed_files = providers.Factory(
-        RetryFailedFiles, jobs=jobs, tasks=tasks, queue=work_queue, clock=clock
+        RetryFailedFiles,
+        jobs=jobs,
+        tasks=tasks,
+        queue=work_queue,
+        clock=clock,
+        job_deadline=providers.Callable(
+            lambda s: timedelta(seconds=s.job_timeout_seconds), settings
+        ),
     )
     resend_answer = providers.Factory(
         ResendAnswer,

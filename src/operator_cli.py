@@ -12,8 +12,10 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Annotated, Any, TypeVar
 
 import typer
+from botocore.exceptions import BotoCoreError, ClientError
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from src.application.ports.job_queries import BadCursor
 from src.application.use_cases.complete_job import JobNotFound
@@ -68,6 +70,13 @@ def run_with(required: Iterable[str], action: Callable[[Container], Awaitable[T]
     except JobNotFound as err:
         typer.echo(f"not found: no job {err}", err=True)
         raise typer.Exit(1) from None
+    except ClientError as err:  # AccessDenied, a missing table, ...
+        code = err.response.get("Error", {}).get("Code", "error")
+        typer.echo(f"AWS refused: {code} ({err.operation_name})", err=True)
+        raise typer.Exit(1) from None
+    except (BotoCoreError, OSError) as err:  # no credentials, endpoint unreachable
+        typer.echo(f"AWS unreachable: {type(err).__name__}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _print_json(value: Any) -> None:
@@ -87,14 +96,10 @@ def _jobs_table(jobs: list[dict[str, Any]]) -> Table:
     table = Table("job", "status", "files", "user", "created", "answer", header_style="bold")
     table.columns[0].no_wrap = True
     for job in jobs:
-        table.add_row(
-            job["jobId"],
-            job["status"],
-            _progress(job),
-            job["userId"],
-            str(job["createdAt"])[:19],
-            job["callback"]["status"],
-        )
+        table.add_row(  # Text: data never read as rich markup ("[/]" in a userId)
+            *(Text(str(v)) for v in (job["jobId"], job["status"], _progress(job),
+              job["userId"], str(job["createdAt"])[:19], job["callback"]["status"]))
+        )  # fmt: skip
     return table
 
 
@@ -147,19 +152,20 @@ def jobs_show(
     out.print(_jobs_table([detail]))
     error = detail["error"]
     if error:
-        out.print(f"error: {error['code']}: {error['message']}")
+        out.print(f"error: {error['code']}: {error['message']}", markup=False)
     answer = detail["callback"]
     out.print(
         f"answer: {answer['status']} after {answer['attempts']} attempt(s)"
-        + (f", last error {answer['lastError']}" if answer["lastError"] else "")
+        + (f", last error {answer['lastError']}" if answer["lastError"] else ""),
+        markup=False,
     )
     for workflow in detail["waitingWorkflows"]:
-        out.print(f"workflow {workflow['token']} answered={workflow['answered']}")
+        out.print(f"workflow {workflow['token']} answered={workflow['answered']}", markup=False)
     table = Table("#", "file", "status", "bytes", "sha256", "attempts", "error")
     for f in detail["files"]["items"]:
         table.add_row(
-            str(f["index"]), f["fileName"], f["status"], str(f["size"] or ""),
-            (f["sha256"] or "")[:12], str(f["attempts"]), f["error"] or "",
+            *(Text(v) for v in (str(f["index"]), f["fileName"], f["status"], str(f["size"] or ""),
+              (f["sha256"] or "")[:12], str(f["attempts"]), f["error"] or ""))
         )  # fmt: skip
     out.print(table)
     if detail["files"]["unrecorded"]:

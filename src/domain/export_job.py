@@ -252,8 +252,12 @@ class ExportJob:
         """Why the failed files of this job cannot be copied again, or None."""
         if not self.is_terminal:
             return f"the job is still {self.status.value}"
+        if self.status is not JobStatus.COMPLETED:
+            return f"the job ended {self.status.value}: only a completed job's failed files can be retried"
         if self.failed_tasks <= 0:
             return "the job has no failed file"
+        if self.answered:
+            return "a workflow has already taken its answer: a retry cannot change it"
         if self.callback.status is CallbackStatus.DELIVERED:
             at = self.callback.at.isoformat() if self.callback.at else "earlier"
             return f"its answer was delivered to the workflow ({at}): a retry cannot change it"

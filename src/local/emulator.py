@@ -19,9 +19,11 @@ Its Query and Scan sort the whole table with a cast per comparison, and it lists
 package directory for every request; the patched emulator casts each key once and lists
 once (``moto_costs``), same results.
 
-Two moto Step Functions gaps are patched in place (see ``_patch_moto``): ``SendTaskFailure``
-lost its cause, and a token of an ended execution answered ``InvalidToken`` where AWS answers
-``TaskTimedOut``. The patches are process-global and cannot be undone:
+Three moto Step Functions gaps are patched in place (see ``_patch_moto``): ``SendTaskFailure``
+lost its cause, a token of an ended execution answered ``InvalidToken`` where AWS answers
+``TaskTimedOut``; and a just-started execution, RUNNING before its worker thread built
+its environment, broke every callback looked up after it (``moto_executions``). The
+patches are process-global and cannot be undone:
 ``EmbeddedAws(patch_stepfunctions=False)`` (plain moto, which the service must also survive)
 refuses to start in a process that applied them, and they are refused while a plain emulator
 runs. Tests get plain moto from a child process: ``python -m src.local.emulator --plain``
@@ -190,10 +192,11 @@ def _patch_moto() -> None:
 
             return method
 
-        from src.local import moto_costs, moto_transactions
+        from src.local import moto_costs, moto_executions, moto_transactions
 
         moto_transactions.apply()  # not a fidelity fix: moto's cost per transaction
         moto_costs.apply()  # nor these: moto's costs per Query and per request
+        moto_executions.apply()  # an execution can be called back once it is RUNNING
         StepFunctionResponse.send_task_failure = send_task_failure  # type: ignore[method-assign]
         for name in ("send_task_success", "send_task_failure", "send_task_heartbeat"):
             original = getattr(StepFunctionsParserBackend, name)

@@ -1,4 +1,4 @@
-"""Two of moto's costs per request that grow with the load, cut (same results).
+"""Three of moto's costs per request that grow with the load, cut (same results).
 
 * Query and Scan orders. moto sorts every item of the table on each Query over a secondary
   index (``Table.all_items``), then sorts the matching ones by the index keys
@@ -13,12 +13,19 @@
   (all of them, behind one lock) moto lists its package directory and stats each of its
   ~170 entries (``backends.list_of_moto_modules``), 1-2 ms a request on a busy machine.
   The list does not change while the process runs: it is made once.
+* SQS's clock. moto's SQS asks every message of a queue whether it is visible or delayed
+  on each SendMessage (its ``ContentBasedDeduplication`` look-up computes every queue
+  attribute) and each ReceiveMessage, each answer reading the time through two datetime
+  conversions and an import. Its ``unix_time`` and ``unix_time_millis`` read ``time.time()``
+  instead (the same epoch seconds), so a backlog of a thousand messages costs a tenth.
 
 Not fidelity fixes: the same answers, less cost. Only the patched (embedded) emulator
 applies them; plain moto stays as released."""
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
 from typing import Any
 
 
@@ -32,6 +39,7 @@ def _item_key(item: Any) -> Any:
 def apply() -> None:
     from moto import backends
     from moto.dynamodb.models.table import Table
+    from moto.sqs import models as sqs_models
 
     def all_items(self: Any) -> list[Any]:
         items: list[Any] = []
@@ -53,3 +61,14 @@ def apply() -> None:
     Table.sorted_items = sorted_items  # type: ignore[method-assign]
     modules = tuple(backends.list_of_moto_modules())
     backends.list_of_moto_modules = lambda: modules
+
+    unix_time: Any = sqs_models.unix_time  # type: ignore[attr-defined]
+
+    def now_or(dt: datetime | None = None) -> float:
+        return time.time() if dt is None else float(unix_time(dt))
+
+    def now_or_millis(dt: datetime | None = None) -> float:
+        return now_or(dt) * 1000.0
+
+    sqs_models.unix_time = now_or  # type: ignore[attr-defined]
+    sqs_models.unix_time_millis = now_or_millis  # type: ignore[attr-defined]

@@ -73,7 +73,10 @@ def test_the_console_shows_progress_and_retries_a_partly_failed_job(
         lambda: api.get(f"/jobs/{partly['jobId']}").body["completedAt"], 60, "the partly failed job"
     )
 
-    driver.get(f"http://127.0.0.1:{service.port}/console#key={KEY}")  # type: ignore[attr-defined]
+    from selenium.webdriver.common.keys import Keys
+
+    driver.get(f"http://127.0.0.1:{service.port}/console")  # type: ignore[attr-defined]
+    driver.find_element(By.ID, "key").send_keys(KEY + Keys.TAB)  # type: ignore[attr-defined]
 
     # Read the page in one script each time: auto-refresh redraws the rows every 3 s.
     def rows() -> list[list[object]]:

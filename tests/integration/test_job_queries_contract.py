@@ -161,3 +161,37 @@ async def test_listed_downloading_jobs_show_their_files_as_counted(stores: Any) 
     assert (listed.completed_tasks, listed.failed_tasks, listed.pending_tasks) == (1, 1, 1)
     [merged] = [j for j in (await queries.list_jobs()).jobs if j.job_id == job.job_id]
     assert (merged.completed_tasks, merged.failed_tasks) == (1, 1)
+
+
+async def test_jobs_created_in_the_same_millisecond_are_each_listed_once(stores: Any) -> None:
+    jobs, _tasks, queries = stores
+    made = [await a_job(jobs, 7, STATUSES[i % len(STATUSES)]) for i in range(9)]
+    for limit in (1, 2, 4):
+        listed = [job_id for page in await every_page(queries, limit) for job_id in page]
+        assert sorted(listed) == sorted(j.job_id for j in made), limit
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        {"q": "all", "k": [1]},
+        {"q": "all", "k": {"COMPLETED": "x"}},
+        {"q": "all", "k": {"NOPE": None}},
+        {"q": "status:POLLING", "k": {"jobId": {"S": "a"}}},
+        {
+            "q": "status:POLLING",
+            "k": {"jobId": {"N": "1"}, "status": {"S": "P"}, "createdAt": {"S": "c"}},
+        },
+    ],
+)
+async def test_a_forged_cursor_is_refused_as_a_bad_cursor(stores: Any, forged: Any) -> None:
+    import base64
+    import json
+
+    _jobs, _tasks, queries = stores
+    if isinstance(queries, InMemoryJobQueries):
+        pytest.skip("the fake's cursors are offsets: nothing to forge in its format")
+    cursor = base64.urlsafe_b64encode(json.dumps(forged).encode()).decode().rstrip("=")
+    status = JobStatus.POLLING if forged["q"].startswith("status") else None
+    with pytest.raises(BadCursor):
+        await queries.list_jobs(status=status, cursor=cursor)

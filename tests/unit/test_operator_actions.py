@@ -86,7 +86,7 @@ async def test_a_retry_reopens_the_job_and_sends_fresh_work_items_for_the_failed
     assert world.stored.completed_at is None
     sent = world.queue.refs
     assert [ref.index for ref in sent] == [1, 2]
-    assert all(ref.dispatched and ref.dispatched.created_at == NOW for ref in sent)
+    assert all(ref.dispatched and ref.dispatched.created_at == NOW for ref in sent)  # fresh
     assert all(ref.dispatched and ref.dispatched.attempts == 0 for ref in sent)
     assert [world.tasks.items[(JOB_ID, ref.task_id)].status for ref in sent] == [
         TaskStatus.PENDING
@@ -103,6 +103,12 @@ async def test_a_retry_reopens_the_job_and_sends_fresh_work_items_for_the_failed
         (replace(finished(CallbackStatus.RETRYING), failed_tasks=0, completed_tasks=3), "no failed"),
         (finished(CallbackStatus.PENDING).leased("callback", NOW + timedelta(minutes=1)),
          "being sent"),
+        (replace(finished(CallbackStatus.FAILED), status=JobStatus.CANCELLED), "ended CANCELLED"),
+        (replace(finished(CallbackStatus.RETRYING), status=JobStatus.FAILED), "ended FAILED"),
+        # one of two workflows took the answer, the other's was throttled (RETRYING)
+        (replace(finished(CallbackStatus.RETRYING), answered=frozenset({"d1"})), "taken its answer"),
+        (replace(finished(CallbackStatus.RETRYING), created_at=NOW - timedelta(hours=23, minutes=30)),
+         "deadline"),
     ],
 )  # fmt: skip
 async def test_a_retry_is_refused_with_the_reason(job: ExportJob, reason: str) -> None:

@@ -11,7 +11,7 @@ import structlog
 from src.application.ports.clock import Clock
 from src.application.ports.job_repository import ConditionFailed, JobRepository
 from src.application.ports.task_repository import TaskRepository
-from src.application.ports.work_queue import TaskRef, WorkQueue
+from src.application.ports.work_queue import PublishFailed, TaskRef, WorkQueue
 from src.application.use_cases.complete_job import CALLBACK_LEASE_OWNER, CompleteJob, JobNotFound
 from src.domain.download_task import TaskStatus
 from src.domain.export_job import ExportJob
@@ -36,6 +36,9 @@ class RetryFailedFiles:
     tasks: TaskRepository
     queue: WorkQueue
     clock: Clock
+    # The reaper fails a job still downloading this long after it was created: a retry
+    # needs time left to finish (at least a quarter of it, at most an hour).
+    job_deadline: timedelta = timedelta(days=1)
 
     async def execute(self, job_id: str) -> ExportJob:
         job = await self.jobs.get(job_id)
@@ -45,6 +48,12 @@ class RetryFailedFiles:
         if refusal is not None:
             raise ActionRefused(refusal)
         now = self.clock.now()
+        left = job.created_at + self.job_deadline - now
+        if left < min(timedelta(hours=1), self.job_deadline / 4):
+            raise ActionRefused(
+                "the job is too close to its deadline (JOB_TIMEOUT_SECONDS after it was "
+                "created) to be downloading again: start a new job instead"
+            )
         if job.has_task_token() and job.is_leased(now):
             raise ActionRefused("its answer is being sent right now: look again in a minute")
         failed = [
@@ -62,10 +71,18 @@ class RetryFailedFiles:
             raise ActionRefused(
                 "the job changed meanwhile (or an earlier version counted its files): look again"
             ) from None
-        # Published after the job is DOWNLOADING again; if this fails, the reaper finds
-        # the job stalled and dispatches its unfinished files again.
+        # Published after the job is DOWNLOADING again, dated now (a fresh dispatch: its
+        # first delivery needs no read of the job). If this fails, the reaper finds the job
+        # stalled and dispatches its unfinished files again.
+        sent = self.clock.now()
         arn = job.execution_arn
-        await self.queue.publish([TaskRef(t.job_id, t.task_id, t.index, t, arn) for t in failed])
+        refs = [TaskRef(t.job_id, t.task_id, t.index, replace(t, created_at=sent), arn)
+                for t in failed]  # fmt: skip
+        try:
+            await self.queue.publish(refs)
+        except PublishFailed:
+            log.error("retried files not all queued; the reaper dispatches them again",
+                      job_id=job_id)  # fmt: skip
         log.warning("failed files retried by an operator", job_id=job_id, files=files)
         return reopened
 

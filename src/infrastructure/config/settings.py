@@ -8,13 +8,17 @@ import uuid
 from collections.abc import Iterable
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def _default_instance_id() -> str:
     """Lease owner name: unique per process, readable in the table."""
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+_NEST_LEVELS = {"log": "info", "warn": "warning", "verbose": "debug", "fatal": "critical"}
+_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 class Settings(BaseSettings):
@@ -113,7 +117,20 @@ class Settings(BaseSettings):
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
-        return value.strip().lower() if isinstance(value, str) else value
+        if not isinstance(value, str):
+            return value
+        value = value.strip().lower()
+        # the original (NestJS) service's level names, so its deployments start as they are
+        return _NEST_LEVELS.get(value, value)
+
+    @model_validator(mode="after")
+    def _auth_only_disabled_locally(self) -> Settings:
+        if self.admin_auth_disabled and self.admin_host not in _LOOPBACK:
+            raise ValueError(
+                "ADMIN_AUTH_DISABLED=true needs ADMIN_HOST on loopback (127.0.0.1, ::1 or "
+                f"localhost), not {self.admin_host!r}: without keys the API is open to all"
+            )
+        return self
 
     @property
     def export_api_timeout_seconds(self) -> float:
@@ -155,7 +172,10 @@ def load_settings(required: Iterable[str] = ()) -> Settings:
     except ValidationError as err:
         problems = []
         for error in err.errors():
-            field = str(error["loc"][0]) if error["loc"] else "?"
+            if not error["loc"]:  # a rule over several settings: its message names them
+                problems.append(str(error["msg"]).removeprefix("Value error, "))
+                continue
+            field = str(error["loc"][0])
             shown = "" if field in _SECRET_SETTINGS else f" (got {error.get('input')!r})"
             problems.append(f"{field.upper()}: {error['msg']}{shown}")
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None

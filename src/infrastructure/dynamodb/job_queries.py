@@ -27,6 +27,7 @@ STATUS_INDEX = "status-index"
 USER_INDEX = "userId-index"
 _MAX_FILTERED_READS = 5  # queries per page when a filter drops items (then a cursor)
 _DONE = "done"
+_STATUS_KEY = ("jobId", "status", "createdAt")
 
 
 def _encode(kind: str, state: Any) -> str:
@@ -34,7 +35,9 @@ def _encode(kind: str, state: Any) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode(cursor: str | None, kind: str) -> Any:
+def _decode(cursor: str | None, kind: str, names: tuple[str, ...]) -> Any:
+    """The DynamoDB start key(s) a cursor holds, checked: `names` are the key's
+    attributes (each a string); the merged listing holds one per status, or "done"."""
     if not cursor:
         return None
     try:
@@ -44,7 +47,28 @@ def _decode(cursor: str | None, kind: str) -> Any:
         raise BadCursor("the cursor is not one this service handed out") from err
     if not isinstance(decoded, dict) or decoded.get("q") != kind:
         raise BadCursor("the cursor belongs to another query (other filters)")
-    return decoded.get("k")
+    state = decoded.get("k")
+    if kind == "all":
+        statuses = {s.value for s in JobStatus}
+        if (
+            not isinstance(state, dict)
+            or not set(state) <= statuses
+            or not all(v is None or v == _DONE or _is_key(v, names) for v in state.values())
+        ):
+            raise BadCursor("the cursor is not one this service handed out")
+        return {**{s: _DONE for s in statuses}, **state}
+    if not _is_key(state, names):
+        raise BadCursor("the cursor is not one this service handed out")
+    return state
+
+
+def _is_key(value: Any, names: tuple[str, ...]) -> bool:
+    return (
+        isinstance(value, dict)
+        and set(value) == set(names)
+        and all(isinstance(v, dict) and set(v) == {"S"} and isinstance(v["S"], str)
+                for v in value.values())
+    )  # fmt: skip
 
 
 def _index_key(item: dict[str, Any], hash_key: str) -> dict[str, Any]:
@@ -73,9 +97,8 @@ class DynamoDbJobQueries:  # implements JobQueries
             return await self._by_user(user_id, status, limit, cursor)
         if status is not None:
             kind = f"status:{status.value}"
-            items, last = await self._page(
-                STATUS_INDEX, "status", status.value, limit, _decode(cursor, kind)
-            )
+            start = _decode(cursor, kind, _STATUS_KEY)
+            items, last = await self._page(STATUS_INDEX, "status", status.value, limit, start)
             return JobPage(await self._jobs(items), _encode(kind, last) if last else None)
         return await self._merged(limit, cursor)
 
@@ -121,27 +144,35 @@ class DynamoDbJobQueries:  # implements JobQueries
         self, user_id: str, status: JobStatus | None, limit: int, cursor: str | None
     ) -> JobPage:
         kind = f"user:{user_id}:{status.value if status else ''}"
+        start = _decode(cursor, kind, ("jobId", "userId", "createdAt"))
         items, last = await self._page(
-            USER_INDEX, "userId", user_id, limit, _decode(cursor, kind), status_filter=status
+            USER_INDEX, "userId", user_id, limit, start, status_filter=status
         )
         return JobPage(await self._jobs(items), _encode(kind, last) if last else None)
 
     async def _merged(self, limit: int, cursor: str | None) -> JobPage:
-        state: dict[str, Any] = _decode(cursor, "all") or {s.value: None for s in JobStatus}
+        state: dict[str, Any] = _decode(cursor, "all", _STATUS_KEY) or {
+            s.value: None for s in JobStatus
+        }
         fetched: dict[str, tuple[list[dict[str, Any]], bool]] = {}
         for status, start in state.items():
             if start == _DONE:
                 continue
             items, last = await self._page(STATUS_INDEX, "status", status, limit, start)
             fetched[status] = (items, last is not None)
-        merged = sorted(
-            ((item, status) for status, (items, _) in fetched.items() for item in items),
-            key=lambda pair: _newest_first(pair[0]),
-            reverse=True,
-        )[:limit]
-        taken: dict[str, int] = {}
-        for _, status in merged:
-            taken[status] = taken.get(status, 0) + 1
+        # Each partition gives a prefix of what it returned, in its own order (among
+        # jobs created in the same millisecond that order is DynamoDB's), so its cursor
+        # (the last item taken) never skips or repeats one.
+        merged: list[tuple[dict[str, Any], str]] = []
+        taken = dict.fromkeys(fetched, 0)
+        while len(merged) < limit:
+            heads = [(status, items[taken[status]]) for status, (items, _) in fetched.items()
+                     if taken[status] < len(items)]  # fmt: skip
+            if not heads:
+                break
+            status, item = max(heads, key=lambda head: _newest_first(head[1]))
+            merged.append((item, status))
+            taken[status] += 1
         new_state = dict(state)
         for status, (items, more) in fetched.items():
             count = taken.get(status, 0)
@@ -187,7 +218,7 @@ class DynamoDbJobQueries:  # implements JobQueries
             "ExpressionAttributeValues": {":j": {"S": job_id}, ":p": {"S": progress.TASK_ID}},
             "Limit": limit,
         }
-        start = _decode(cursor, kind)
+        start = _decode(cursor, kind, ("jobId", "taskId"))
         if start:
             kwargs["ExclusiveStartKey"] = start
         response = await self._client.query(**kwargs)

@@ -101,7 +101,11 @@ class SqsDeadLetters:
         except (ClientError, _NoMoveTask) as err:
             if isinstance(err, ClientError) and error_code(err) not in _NO_MOVE_TASK:
                 raise
-            self._move_task = False  # asked once per process, not on every redrive
+            if not isinstance(err, ClientError) or error_code(err) not in (
+                "500",
+                "InternalFailure",
+            ):
+                self._move_task = False  # the action is unknown here: not asked again
             moved = await self.redrive(1000)
             note = "this endpoint has no StartMessageMoveTask: messages copied one by one"
             return Redrive("receive-send-delete", moved, note=note)

@@ -88,6 +88,8 @@ class SqsConsumer:
     async def _receive_until(self, stop: asyncio.Event) -> None:
         while await self._room_for_more(stop):
             await self._fill_batch(stop)
+            if stop.is_set():
+                return
             free = self._free_slots()
             try:
                 wanted = min(self._settings.max_messages, free)
