@@ -3,8 +3,8 @@ and the bench's calls-per-file figures are made of)."""
 
 from __future__ import annotations
 
-from src.observability.metrics import AWS_CALLS
 from src.local.stack import EmbeddedStack
+from src.observability.metrics import AWS_CALLS
 from tests.integration.conftest import service_client
 
 
