@@ -1,5 +1,6 @@
-"""Shared helpers for the benchmarks: the service as a child process, /proc sampling,
-machine description, result files and tables. Standard library only (plus the project)."""
+"""Shared helpers for the benchmarks: the service as child processes (replicas), /proc
+sampling, machine description, result files and tables. Standard library only (plus the
+project)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+from tests.support.service_process import ServiceProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -94,6 +98,48 @@ class RssSampler:
             if (start is None or at >= start) and (end is None or at <= end)
         ]
         return max(window, default=0)
+
+
+class Replicas:
+    """Replicas of the service, each a child process (`ServiceProcess`) with its own
+    INSTANCE_ID (`replica-<n>`, numbered in start order) and log (`<log_dir>/replica-<n>.log`).
+    `settings` are every replica's extra environment variables (on top of `env`)."""
+
+    def __init__(
+        self, env: dict[str, str], log_dir: Path, settings: dict[str, str] | None = None
+    ) -> None:
+        self._env, self._log_dir, self._settings = env, log_dir, dict(settings or {})
+        self.live: dict[str, ServiceProcess] = {}
+        self.started = 0
+
+    def _new(self) -> tuple[str, ServiceProcess]:
+        name = f"replica-{self.started}"
+        self.started += 1
+        settings = {**self._settings, "INSTANCE_ID": name}
+        return name, ServiceProcess(self._env, self._log_dir / f"{name}.log", **settings)
+
+    def start(self, timeout: float = 60) -> ServiceProcess:
+        name, process = self._new()
+        self.live[name] = process  # stopped by stop() even if it never became ready
+        return process.start(timeout=timeout)
+
+    def start_many(self, count: int, timeout: float = 60) -> list[ServiceProcess]:
+        """`count` replicas started at the same time; returns once all are ready."""
+        new = [self._new() for _ in range(count)]
+        self.live.update(new)
+        with ThreadPoolExecutor(max_workers=max(count, 1)) as pool:
+            return list(pool.map(lambda named: named[1].start(timeout=timeout), new))
+
+    def kill(self, name: str) -> None:
+        self.live.pop(name).kill()
+
+    def stop(self) -> None:
+        for process in self.live.values():
+            process.stop()
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds used so far by each live replica (user + system, all threads)."""
+        return {name: proc_cpu_seconds(p.pid) for name, p in self.live.items()}
 
 
 def run_json_child(module: str, args: Sequence[str], env: dict[str, str], timeout: float) -> Any:

@@ -113,9 +113,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def report(result: dict[str, Any]) -> str:
+def rows(result: dict[str, Any]) -> list[tuple[str, str]]:
     s, b, jobs = result["service"], result["baseline"], result["workload"]["jobs"]
-    rows = [
+    figures = [
         ("workload", f"{jobs} zero-file jobs ({result['workload']['export_id']})"),
         ("correct", str(result["correct"])),
         ("AWS calls per job (service / baseline)", f"{s['aws_calls_per_job']:.2f} / {b['aws_calls_per_job']:.2f}"),
@@ -125,8 +125,11 @@ def report(result: dict[str, Any]) -> str:
         ("baseline jobs/s", f"{b['jobs_per_s']:.1f}"),
         ("ratio (service / baseline)", f"{result['ratio_jobs_per_s']:.2f}"),
     ]  # fmt: skip
-    rows += per_unit_rows(s["calls_by_operation"], jobs, "job")
-    return table(rows)
+    return figures + per_unit_rows(s["calls_by_operation"], jobs, "job")
+
+
+def report(result: dict[str, Any]) -> str:
+    return table(rows(result))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,9 +1,11 @@
-"""Runs every benchmark, each in its own process (moto's backends are process-global).
+"""Runs every benchmark, each in its own process (moto's backends are process-global),
+then regenerates bench/README.md's figures and charts from the results (bench.report).
 
-    python -m bench.run [--only NAME ...] [-- extra args for every benchmark]
+    python -m bench.run [--only NAME ...] [--no-report] [-- extra args for every benchmark]
 
 Each benchmark prints its own table and writes bench/results/<name>.json. The exit code
-is the first non-zero exit code of a benchmark (1 incorrect result, 2 over a budget)."""
+is the first non-zero exit code of a benchmark (1 incorrect result, 2 over a budget);
+the report is regenerated either way (a result over budget is a result)."""
 
 from __future__ import annotations
 
@@ -14,12 +16,18 @@ import time
 
 from bench.common import ROOT
 
-# name -> module; each module's main() takes its own flags (see its --help)
-BENCHMARKS = {
-    "stream_1gib": "bench.stream_1gib",
-    "small_files": "bench.small_files",
-    "intake": "bench.intake",
-}
+# name -> the module and its arguments; each module's main() takes its own flags (--help)
+BENCHMARKS: dict[str, list[str]] = {
+    "intake": ["bench.intake"],
+    "small_files": ["bench.small_files"],
+    "stream_128mib": [
+        "bench.stream_1gib", "--size-mb", "128", "--output", "bench/results/stream_128mib.json",
+    ],
+    "stream_1gib": ["bench.stream_1gib"],
+    "scale_files": ["bench.scale_files"],
+    "scaling": ["bench.scaling"],
+    "inflight": ["bench.inflight"],
+}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         argv, extra = argv[:at], argv[at + 1 :]
     parser = argparse.ArgumentParser(description="Run the benchmarks")
     parser.add_argument("--only", action="append", choices=sorted(BENCHMARKS))
+    parser.add_argument("--no-report", action="store_true", help="leave bench/README.md alone")
     args = parser.parse_args(argv)
     names = args.only or list(BENCHMARKS)
 
@@ -37,13 +46,18 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         print(f"=== {name} ===", flush=True)
         began = time.monotonic()
-        code = subprocess.call([sys.executable, "-m", BENCHMARKS[name], *extra], cwd=ROOT)
+        module, *flags = BENCHMARKS[name]
+        code = subprocess.call([sys.executable, "-m", module, *flags, *extra], cwd=ROOT)
         outcomes.append((name, code, time.monotonic() - began))
 
     print("\n=== summary ===")
     verdicts = {0: "ok", 1: "INCORRECT", 2: "OVER BUDGET"}
     for name, code, seconds in outcomes:
         print(f"{name:<20} {verdicts.get(code, f'exit {code}'):<12} {seconds:6.0f}s")
+    if not args.no_report:
+        from bench import report
+
+        report.main([])
     return next((code for _, code, _ in outcomes if code != 0), 0)
 
 

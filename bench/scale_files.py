@@ -19,6 +19,7 @@ from typing import Any
 
 from bench.common import (
     RESULTS_DIR,
+    Replicas,
     add_service_env_option,
     finish,
     machine,
@@ -27,32 +28,8 @@ from bench.common import (
     utc_now,
 )
 from tests.support.aws import Aws, wait_for
-from tests.support.service_process import ServiceProcess
 
 SERVICE_KEY = "embedded"
-
-
-class Replicas:
-    def __init__(self, env: dict[str, str], log_dir: Path, overrides: dict[str, str]) -> None:
-        self._env, self._log_dir, self._overrides = env, log_dir, overrides
-        self.live: dict[str, ServiceProcess] = {}
-        self.started = 0
-
-    def start(self) -> ServiceProcess:
-        name = f"replica-{self.started}"
-        self.started += 1
-        settings = {"POLLING_INTERVAL_MS": "500", **self._overrides, "INSTANCE_ID": name}
-        process = ServiceProcess(self._env, self._log_dir / f"{name}.log", **settings)
-        process.start(timeout=60)
-        self.live[name] = process
-        return process
-
-    def kill(self, name: str) -> None:
-        self.live.pop(name).kill()
-
-    def stop(self) -> None:
-        for process in self.live.values():
-            process.stop()
 
 
 def _task_records(aws: Aws, job_id: str) -> list[dict[str, Any]]:
@@ -106,7 +83,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     stack = EmbeddedStack(name_prefix="bench-scale-").start()
     log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="bench-scale-"))
-    replicas = Replicas(stack.env(), log_dir, args.overrides)
+    replicas = Replicas(stack.env(), log_dir, {"POLLING_INTERVAL_MS": "500", **args.overrides})
     kills: list[dict[str, Any]] = []
     try:
         aws = Aws(stack.env())
@@ -173,9 +150,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def report(result: dict[str, Any]) -> str:
+def rows(result: dict[str, Any]) -> list[tuple[str, str]]:
     w = result["workload"]
-    rows = [
+    return [
         ("workload", "1 job x {files} files x {size_bytes} B, 2 replicas".format(**w)),
         ("correct", str(result["correct"])),
         ("SIGKILLs", "; ".join(f"{k['during']}: {k['replica']}" for k in result["kills"])),
@@ -183,7 +160,10 @@ def report(result: dict[str, Any]) -> str:
         ("files/s", f"{result['files_per_s']:.1f}"),
         ("AWS calls per file (all-in)", f"{result['aws_calls_per_file']:.2f}"),
     ]
-    return table(rows)
+
+
+def report(result: dict[str, Any]) -> str:
+    return table(rows(result))
 
 
 def main(argv: list[str] | None = None) -> int:

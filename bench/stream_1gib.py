@@ -409,7 +409,17 @@ def summarize(runs: list[dict[str, Any]], budget: float) -> dict[str, Any]:
     }
 
 
+def rows(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """The printed table's rows for a result file (the README generator calls this)."""
+    config = result["config"]
+    return _rows(result["summary"], config["bytes"], config["runs"])
+
+
 def report(summary: dict[str, Any], size: int, runs: int) -> str:
+    return table(_rows(summary, size, runs))
+
+
+def _rows(summary: dict[str, Any], size: int, runs: int) -> list[tuple[str, str]]:
     s = summary
     has_pipe = "raw_pipe_mb_per_s" in s
 
@@ -451,7 +461,7 @@ def report(summary: dict[str, Any], size: int, runs: int) -> str:
                                    "raw_pipe_client_peak_rss_mib")[: 3 if has_pipe else 2])),
         (f"peak RSS < {s['rss_budget_mib']:.0f} MiB", "PASS" if s["rss_pass"] else "FAIL"),
     ]  # fmt: skip
-    return table(rows)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,8 +22,9 @@ once (``moto_costs``), same results.
 Three moto Step Functions gaps are patched in place (see ``_patch_moto``): ``SendTaskFailure``
 lost its cause, a token of an ended execution answered ``InvalidToken`` where AWS answers
 ``TaskTimedOut``; and a just-started execution, RUNNING before its worker thread built
-its environment, broke every callback looked up after it (``moto_executions``). The
-patches are process-global and cannot be undone:
+its environment, broke every callback looked up after it, and executions parsing their
+definitions at once shared one list and failed (``moto_executions``). The patches are
+process-global and cannot be undone:
 ``EmbeddedAws(patch_stepfunctions=False)`` (plain moto, which the service must also survive)
 refuses to start in a process that applied them, and they are refused while a plain emulator
 runs. Tests get plain moto from a child process: ``python -m src.local.emulator --plain``

@@ -1,4 +1,4 @@
-"""Three of moto's costs per request that grow with the load, cut (same results).
+"""Four of moto's costs that grow with the load, cut (same results).
 
 * Query and Scan orders. moto sorts every item of the table on each Query over a secondary
   index (``Table.all_items``), then sorts the matching ones by the index keys
@@ -18,12 +18,19 @@
   attribute) and each ReceiveMessage, each answer reading the time through two datetime
   conversions and an import. Its ``unix_time`` and ``unix_time_millis`` read ``time.time()``
   instead (the same epoch seconds), so a backlog of a thousand messages costs a tenth.
+* A boto3 client per execution. moto's Step Functions interpreter builds a new boto3 SQS
+  client (about 10 ms of the emulator's GIL) for every ``sqs:sendMessage`` task it runs,
+  i.e. for every execution of the export-job state machine. The client depends only on
+  the region and the emulator's port (the credentials are moto's fixed ones), and boto3
+  clients are thread-safe: one per region and port is kept.
 
 Not fidelity fixes: the same answers, less cost. Only the patched (embedded) emulator
 applies them; plain moto stays as released."""
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from datetime import datetime
 from typing import Any
@@ -40,6 +47,10 @@ def apply() -> None:
     from moto import backends
     from moto.dynamodb.models.table import Table
     from moto.sqs import models as sqs_models
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+        state_task_service_sqs as sfn_sqs,
+    )
+    from moto.stepfunctions.parser.asl.utils import boto_client
 
     def all_items(self: Any) -> list[Any]:
         items: list[Any] = []
@@ -72,3 +83,16 @@ def apply() -> None:
 
     sqs_models.unix_time = now_or  # type: ignore[attr-defined]
     sqs_models.unix_time_millis = now_or_millis  # type: ignore[attr-defined]
+
+    build_client: Any = boto_client.boto_client_for
+    clients: dict[tuple[str, str, str], Any] = {}
+    clients_lock = threading.Lock()
+
+    def client_for(region: str, service: str, state_credentials: Any = None) -> Any:
+        key = (region, service, os.environ.get("MOTO_PORT", ""))
+        with clients_lock:
+            if key not in clients:
+                clients[key] = build_client(region, service, state_credentials)
+            return clients[key]
+
+    sfn_sqs.boto_client_for = client_for  # type: ignore[attr-defined]

@@ -417,3 +417,28 @@ async def test_a_job_with_a_token_left_by_the_original_is_adopted_for_heartbeats
     found = await repository.claim_due_heartbeats(now, now + timedelta(minutes=1), 1000)
     assert job_id in {j.job_id for j in found}
     assert "dueKind" not in raw_item(ddb, resources, job_id)  # downloading: nothing to poll
+
+
+async def test_the_reapers_queries_read_at_most_their_batch(
+    embedded_stack: EmbeddedStack,
+) -> None:
+    """Periodic rounds read their batch, not a whole status partition (2,000 jobs in flight
+    made one of these calls read 384 items when it paged through every match)."""
+    own = provision_for(embedded_stack, "reaperreads")
+    async with service_client(embedded_stack, "dynamodb") as client:
+        repository = DynamoDbJobRepository(client, own.table_name)
+        for _ in range(30):
+            job = new_job()
+            assert await repository.create(job)
+            polling = await repository.save(job.start_polling(CREATED))
+            await repository.save(polling.start_downloading(3, CREATED))
+        embedded_stack.aws.reset_calls()
+        later = CREATED + timedelta(days=2)
+
+        stalled = await repository.list_stalled(JobStatus.DOWNLOADING, later, 10)
+        overdue = await repository.list_overdue(JobStatus.DOWNLOADING, later, 10)
+        adopted = await repository.adopt_unscheduled(later, 10)
+
+    assert len(stalled) == 10 and len(overdue) == 10 and adopted >= 0
+    reads = embedded_stack.aws.reads_by("test")["Query"]
+    assert reads["max_items"] <= 10, reads

@@ -434,3 +434,43 @@ def test_queries_keep_dynamodb_order_with_keys_cast_once(aws: EmbeddedAws) -> No
         ("a", 33),
         ("b", 0),
     ]
+
+
+def test_an_execution_can_be_called_back_as_soon_as_it_is_started(aws: EmbeddedAws) -> None:
+    # moto_executions: moto marked an execution RUNNING before its worker thread built its
+    # environment, and a callback looked up meanwhile failed (HTTP 500) for every token.
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.stepfunctions.parser.models import stepfunctions_parser_backends
+
+    own = provision(aws.endpoint_url, REGION, name_prefix=f"t{uuid.uuid4().hex[:8]}-cb-",
+                    task_timeout_seconds=30, heartbeat_seconds=20)  # fmt: skip
+    sfn = client(aws, "stepfunctions")
+    waiting = new_job()
+    waiting_arn = start(aws, own.state_machine_arn, waiting)
+    token = receive_job(aws, own.export_jobs_url, waiting["jobId"])["taskToken"]
+    backend = stepfunctions_parser_backends[DEFAULT_ACCOUNT_ID][REGION]
+
+    for _ in range(10):
+        arn = start(aws, own.state_machine_arn, new_job())
+        execution = next(e for e in backend._get_executions() if e.exec_arn == arn)
+        assert execution.exec_worker.env is not None  # at once, not once its thread ran
+        sfn.send_task_heartbeat(taskToken=token)
+
+    sfn.send_task_success(taskToken=token, output=json.dumps({"ok": True}))
+    assert wait_done(aws, waiting_arn)["status"] == "SUCCEEDED"
+
+
+def test_definitions_parse_concurrently(aws: EmbeddedAws, resources: Resources) -> None:
+    # moto_executions: moto's parser kept its scopes in a list shared by every parse, and
+    # executions parse their definition on their own threads (one in 1,000 failed at once).
+    from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+
+    definition = render_state_machine(resources.export_jobs_url, 60, 20)
+
+    def parse(_: int) -> int:
+        for _ in range(15):
+            AmazonStateLanguageParser.parse(definition)
+        return 15
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert sum(pool.map(parse, range(8))) == 120

@@ -269,14 +269,21 @@ class DynamoDbJobRepository:  # implements JobRepository
     async def list_overdue(
         self, status: JobStatus, created_before: datetime, limit: int
     ) -> list[ExportJob]:
-        return await self._query_status(
-            status, "createdAt <= :before", {":before": {"S": iso_ms(created_before)}}, limit
-        )
+        # createdAt is the index's range key: a key condition, not a filter
+        before = {":before": {"S": iso_ms(created_before)}}
+        return await self._query_status(status, "", before, limit, "createdAt <= :before")
 
     async def _query_status(
-        self, status: JobStatus, condition: str, values: dict[str, Any], limit: int
+        self,
+        status: JobStatus,
+        condition: str,
+        values: dict[str, Any],
+        limit: int,
+        range_condition: str = "",
     ) -> list[ExportJob]:
-        return await self._query("status-index", "status", status.value, condition, values, limit)
+        return await self._query(
+            "status-index", "status", status.value, condition, values, limit, range_condition
+        )
 
     async def _query(
         self,
@@ -286,25 +293,27 @@ class DynamoDbJobRepository:  # implements JobRepository
         condition: str,
         values: dict[str, Any],
         limit: int,
+        range_condition: str = "",
     ) -> list[ExportJob]:
         """Jobs whose index `key` is `value` and that match `condition`, from a GSI
-        (eventually consistent: the conditional write that follows is what decides)."""
-        found: list[ExportJob] = []
+        (eventually consistent: the conditional write that follows is what decides).
+        One page of at most `limit` items read (oldest created first): a periodic round
+        reads its batch, never a whole partition, and the next round reads again."""
+        if limit <= 0:
+            return []
         kwargs: dict[str, Any] = {
             "TableName": self._table,
             "IndexName": index,
-            "KeyConditionExpression": "#k = :key",
-            "FilterExpression": condition,
+            "KeyConditionExpression": "#k = :key"
+            + (f" AND {range_condition}" if range_condition else ""),
             "ExpressionAttributeNames": {"#k": key},
             "ExpressionAttributeValues": {":key": {"S": value}, **values},
+            "Limit": limit,
         }
-        while len(found) < limit:
-            response = await self._client.query(**kwargs)
-            found += [job_mapping.from_item(from_item(i)) for i in response.get("Items", [])]
-            if "LastEvaluatedKey" not in response:
-                break
-            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
-        return found[:limit]
+        if condition:
+            kwargs["FilterExpression"] = condition
+        response = await self._client.query(**kwargs)
+        return [job_mapping.from_item(from_item(i)) for i in response.get("Items", [])]
 
 
 def update_request(table: str, saved: ExportJob) -> dict[str, Any]:
