@@ -238,7 +238,7 @@ def test_retry_and_resend_are_refused_once_the_workflow_has_its_answer(
     aws.wait_answered(job_id)
 
     retry = api.post(f"/jobs/{job_id}/retry")
-    assert retry.status == 409 and "delivered" in retry.body["message"]
+    assert retry.status == 409 and "taken its answer" in retry.body["message"]
     resend = api.post(f"/jobs/{job_id}/callback")
     assert resend.status == 409 and "delivered already" in resend.body["message"]
     running = api.post(f"/jobs/{uuid.uuid4()}/callback")
