@@ -68,6 +68,14 @@ def _settings_or_exit(required: Any = ()) -> Settings:
         raise typer.Exit(2) from None
 
 
+@app.command("api")
+def api_command() -> None:
+    """Run the admin API alone (no consumers, poller or heartbeats) until SIGTERM/SIGINT:
+    e.g. an operators' endpoint apart from the workers."""
+    _settings_or_exit(REQUIRED_TO_SERVE)
+    asyncio.run(_run(embedded=False, demo=False, exit_after_demo=False, api_only=True))
+
+
 @app.command("demo")
 def demo_command() -> None:
     """Embedded stack + service + demo executions; exit 0 only if all ended as expected."""
@@ -75,7 +83,7 @@ def demo_command() -> None:
     raise typer.Exit(code)
 
 
-async def _run(*, embedded: bool, demo: bool, exit_after_demo: bool) -> int:
+async def _run(*, embedded: bool, demo: bool, exit_after_demo: bool, api_only: bool = False) -> int:
     settings = _settings_or_exit()
     configure_logging(settings.log_level, fmt=settings.log_format)
     stack = None
@@ -94,18 +102,8 @@ async def _run(*, embedded: bool, demo: bool, exit_after_demo: bool) -> int:
     await container.init_resources()  # type: ignore[misc]
     outcome = {"code": 0}
     try:
-        workers = [
-            await container.export_job_consumer(),  # type: ignore[misc]
-            await container.download_task_consumer(),  # type: ignore[misc]
-            await container.poller(),  # type: ignore[misc]
-        ]
         settings = container.settings()
-        if settings.heartbeat_interval_seconds > 0:
-            workers.append(await container.heartbeater())  # type: ignore[misc]
-        if settings.reaper_interval_seconds > 0:
-            workers.append(await container.reaper())  # type: ignore[misc]
-        if settings.dispatch_resume_interval_seconds > 0:
-            workers.append(await container.dispatcher())  # type: ignore[misc]
+        workers = [] if api_only else await _workers(container, settings)
         context = await container.admin_context()  # type: ignore[misc]
         if not context.keys.configured and not context.keys.disabled:
             log.warning(
@@ -129,6 +127,21 @@ async def _run(*, embedded: bool, demo: bool, exit_after_demo: bool) -> int:
         if stack is not None:
             stack.stop()
     return outcome["code"]
+
+
+async def _workers(container: Container, settings: Settings) -> list[Any]:
+    workers = [
+        await container.export_job_consumer(),  # type: ignore[misc]
+        await container.download_task_consumer(),  # type: ignore[misc]
+        await container.poller(),  # type: ignore[misc]
+    ]
+    if settings.heartbeat_interval_seconds > 0:
+        workers.append(await container.heartbeater())  # type: ignore[misc]
+    if settings.reaper_interval_seconds > 0:
+        workers.append(await container.reaper())  # type: ignore[misc]
+    if settings.dispatch_resume_interval_seconds > 0:
+        workers.append(await container.dispatcher())  # type: ignore[misc]
+    return workers
 
 
 def _admin_key_for_local_use() -> None:

@@ -319,6 +319,21 @@ def test_the_execution_is_traced_on_the_job_its_log_lines_and_metrics(
     assert f'# {{execution="{name}"}}' in page
 
 
+def test_the_api_alone_serves_operators_and_consumes_nothing(
+    env: dict[str, str], aws: Aws, tmp_path: Path
+) -> None:
+    alone = ServiceProcess(env, tmp_path / "api.log", command="api").start()
+    try:
+        api = AdminApi(f"http://127.0.0.1:{alone.port}", FULL)
+        assert api.get("/health/ready").status == 200
+        assert api.get("/jobs?limit=1").status == 200
+        started = [json.loads(line) for line in alone.logs().splitlines()
+                   if '"service started"' in line]  # fmt: skip
+    finally:
+        alone.stop()
+    assert started and started[0]["consumers"] == []
+
+
 def _samples(text: str, name: str) -> dict[str, float]:
     """`name{labels} value` lines of a Prometheus text page: labels -> value."""
     found = {}

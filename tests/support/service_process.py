@@ -25,7 +25,10 @@ def free_port() -> int:
 class ServiceProcess:
     """One replica of the service. Its JSON log lines (stdout and stderr) go to a file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, **overrides: str) -> None:
+    def __init__(
+        self, env: dict[str, str], log_path: Path, command: str = "serve", **overrides: str
+    ) -> None:
+        self.command = command
         self.port = free_port()
         self.env = {
             **os.environ, "ADMIN_API_KEYS": API_KEY, **env, "PORT": str(self.port), **overrides
@@ -38,7 +41,7 @@ class ServiceProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "src.main", "serve"],
+            [sys.executable, "-m", "src.main", self.command],
             cwd=ROOT,
             env=self.env,
             stdout=log,
