@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+import structlog
+import structlog.testing
 
 from src.application.commands import SendHeartbeatsCommand
 from src.application.ports.workflow_callbacks import (
@@ -215,3 +218,29 @@ async def test_a_workflow_attached_after_the_heartbeat_read_keeps_the_job_alive(
     assert report.cancelled == 0
     assert world.stored.status is JobStatus.DOWNLOADING
     assert world.stored.unanswered_tokens() == (late,)
+
+
+async def test_a_heartbeat_refused_because_the_job_just_answered_cancels_nothing():
+    """Claimed for its heartbeat, the job finished and answered its workflow before the
+    heartbeat went out: the closed task is the answer taken, not a workflow that gave up."""
+    world = World(a_job(status=JobStatus.DOWNLOADING, total=1))
+    original = world.callbacks.send_heartbeat
+
+    async def finished_meanwhile(token):  # the answer wins the race
+        stored = world.stored
+        world.jobs.items[JOB_ID] = replace(
+            stored.with_progress(1, 0, None).complete(T0), version=stored.version + 1
+        )
+        world.callbacks.fail_heartbeats_for(RAW_TOKEN, TaskClosed("TaskTimedOut", "used"))
+        return await original(token)
+
+    world.callbacks.send_heartbeat = finished_meanwhile
+    with structlog.testing.capture_logs() as logs:
+        report = await world.use_case.execute(BEAT)
+
+    assert report.cancelled == 0
+    assert world.stored.status is JobStatus.COMPLETED
+    assert world.events.names == []
+    events = [line["event"] for line in logs]
+    assert "workflow gave up" not in events  # was logged (and a cancel tried) every time
+    assert "heartbeat after the job's answer; nothing to do" in events

@@ -64,7 +64,9 @@ class SendHeartbeats:
                 try:
                     await self.callbacks.send_heartbeat(token)
                 except TaskClosed as err:
-                    log.warning("workflow gave up", error_code=err.code, task_token=token)
+                    log.info(
+                        "heartbeat refused: task closed", error_code=err.code, task_token=token
+                    )
                     closed[token] = err.code
                 except CallbackRejected as err:
                     log.warning(
@@ -77,11 +79,19 @@ class SendHeartbeats:
                     log.warning("heartbeat not delivered; will retry", error_code=err.code)
             if invalid:
                 await self.jobs.stop_heartbeats(job.job_id, [t.digest() for t in invalid])
+            if closed:
+                # The job may have ended and answered since it was claimed: a closed task
+                # then means the workflow took its answer, not that it gave up.
+                now_stored = await self.jobs.get(job.job_id, counted=False)
+                if now_stored is not None and now_stored.is_terminal:
+                    log.info("heartbeat after the job's answer; nothing to do")
+                    return False
             return await self._closed(job, closed) if closed else False
 
     async def _closed(self, job: ExportJob, closed: dict[TaskToken, str]) -> bool:
         still_waiting = [t for t in job.unanswered_tokens() if t not in closed]
         code = next(iter(closed.values()))
+        log.warning("workflow gave up", error_code=code, workflows=len(closed))
         if still_waiting:  # others wait on: only these are gone
             await self.jobs.mark_answered(job.job_id, [t.digest() for t in closed])
             return False
