@@ -58,8 +58,17 @@ def run(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
     of imports each command costs in a process of its own."""
     from typer.testing import CliRunner
 
+    from src import operator_cli
+    from src.infrastructure.log_setup import configure_logging
     from src.main import app
 
+    def uncached(*args: Any, **kwargs: Any) -> None:
+        # The runner's stream closes after each command: no module logger may keep it
+        # (structlog caches a logger on first use), or later tests log to a closed file.
+        configure_logging(*args, **kwargs)
+        structlog.configure(cache_logger_on_first_use=False)
+
+    monkeypatch.setattr(operator_cli, "configure_logging", uncached)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     runner = CliRunner()
