@@ -28,6 +28,7 @@ lint: $(VENV)/.synced
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/cfn-lint infra/template.yaml
 
 # Debian's chromium and chromedriver, for the web console's browser test (as root on a
 # Debian or Ubuntu machine; elsewhere install them yourself, or that one test is skipped).

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -329,8 +330,45 @@ async def _export_api(c: Container) -> tuple[str, bool, str]:
         return f"Export API {settings.export_api_base_url}", False, type(err).__name__
 
 
+def migrate(
+    check_only: Annotated[
+        bool, typer.Option("--check", help="Only list what is missing; change nothing.")
+    ] = False,
+) -> None:
+    """Create what this service adds to the original's resources: its tasks table, the job
+    table's extra indexes and TTL (as infra/template.yaml defines them), on the tables the
+    settings name. Idempotent. Exit 0 when nothing is (or remains) missing, 1 otherwise."""
+    from src.infrastructure.aws.template import TemplateError, load_template, table_specs
+    from src.infrastructure.dynamodb.migration import MigrationError, TableMigration
+
+    async def action(c: Container) -> list[Any]:
+        settings = c.settings()
+        try:
+            specs = {spec.logical_id: spec for spec in table_specs(load_template())}
+        except TemplateError as err:
+            raise Refused(str(err)) from None
+        named = [
+            replace(specs["JobTable"], name=settings.dynamodb_table_name),
+            replace(specs["TasksTable"], name=settings.dynamodb_tasks_table_name),
+        ]
+        migration = TableMigration(await c.dynamodb(), named)
+        try:
+            return await (migration.check() if check_only else migration.apply())
+        except MigrationError as err:
+            raise Refused(str(err)) from None
+
+    steps = run_with((), action)
+    for step in steps:
+        print(step.line())
+    missing = [step for step in steps if step.state in ("missing", "conflict")]
+    print(f"{len(missing)} missing" if missing else "nothing missing", file=sys.stderr)
+    if missing:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(jobs_app, name="jobs")
     app.add_typer(dlq_app, name="dlq")
     app.command("stats")(stats)
     app.command("check")(check)
+    app.command("migrate")(migrate)

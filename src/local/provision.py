@@ -1,64 +1,48 @@
 """Provision the export service's AWS resources on an emulator (moto or LocalStack).
 
-Mirrors ``infra/template.yaml`` (the production definition); keep the two in step. The state
-machine is rendered from the same file production deploys, ``state-machines/export-job.asl.json``,
-with the same placeholders CloudFormation fills through ``DefinitionSubstitutions``.
+The resources are those of ``infra/template.yaml``, the production definition: the template is
+deployed on the emulator's CloudFormation (``src.local.template_deploy``), with the state
+machine definitions rendered from ``state-machines/`` by the same renderer. Nothing here
+defines a resource; the constants below are read from the template for tests that build
+their own queues alike.
 
-Idempotent: calling it twice with the same arguments leaves one set of resources. The
-``name_prefix`` lets parallel test runs isolate themselves on one emulator.
+Idempotent: calling it twice with the same arguments leaves one stack and one set of
+resources. The ``name_prefix`` lets parallel test runs isolate themselves on one emulator.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-# --- Names and shapes shared with infra/template.yaml (keep in step) ---------------------
+from src.infrastructure.aws.template import TEMPLATE_PATH, load_template, resources_of_type
+from src.local.asl import segments
+from src.local.template_deploy import Deployed, apply_ignored_properties, deploy
 
-EXPORT_JOBS_QUEUE = "export-jobs"
-DOWNLOAD_TASKS_QUEUE = "download-tasks"
+_TEMPLATE = load_template()
+
+
+def _queue_property(logical_id: str, name: str) -> Any:
+    return _TEMPLATE["Resources"][logical_id]["Properties"][name]
+
+
+# Read from the template, for tests that create queues of the same shape.
+QUEUE_VISIBILITY_TIMEOUT_SECONDS = int(_queue_property("ExportJobsQueue", "VisibilityTimeout"))
+DLQ_MAX_RECEIVE_COUNT = int(_queue_property("ExportJobsQueue", "RedrivePolicy")["maxReceiveCount"])
+DOWNLOAD_DLQ_MAX_RECEIVE_COUNT = int(
+    _queue_property("DownloadTasksQueue", "RedrivePolicy")["maxReceiveCount"]
+)
 DLQ_SUFFIX = "-dlq"
-# The service sets its own visibility (SQS_VISIBILITY_TIMEOUT, 60 s) on every receive;
-# the queue's default only applies to other readers, so it says the same.
-QUEUE_VISIBILITY_TIMEOUT_SECONDS = 60
-# Invalid messages go to the DLQ at once (the service rejects them); this count is for
-# handler failures (throttling, outages), retried after 2, 4, 8, 16 s: about 30 s in all
-# with the receive waits, below HEARTBEAT_INTERVAL_SECONDS (60), which is itself below
-# the state machine's HeartbeatSeconds (300). See the README's "Timing".
-DLQ_MAX_RECEIVE_COUNT = 5
-# Work items are legitimately received more than once (job not DOWNLOADING yet for a
-# moment after dispatch, the task's lease still held by a replica that just died), so
-# their queue allows more receives before a message counts as poison.
-DOWNLOAD_DLQ_MAX_RECEIVE_COUNT = 10
-DLQ_RETENTION_SECONDS = 14 * 24 * 3600
-
-JOB_TABLE = "export-job-state"
-JOB_TABLE_HASH_KEY = "jobId"
 STATUS_INDEX = "status-index"
 USER_ID_INDEX = "userId-index"
-INDEX_RANGE_KEY = "createdAt"
-TASKS_TABLE = "export-job-tasks"
-TASKS_TABLE_HASH_KEY = "jobId"
-TASKS_TABLE_RANGE_KEY = "taskId"
-TTL_ATTRIBUTE = "ttl"
-
-BUCKET = "export-service-bucket"
-
-STATE_MACHINE = "export-job"
+# Any role ARN does on the emulator (it does not check IAM); for machines tests build.
 STATE_MACHINE_ROLE_ARN = "arn:aws:iam::123456789012:role/export-job-sfn"
 
-STATE_MACHINE_TEMPLATE = (
-    Path(__file__).resolve().parents[2] / "state-machines" / "export-job.asl.json"
-)
-
-_PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
 _DUMMY_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
@@ -72,6 +56,8 @@ class Resources:
     tasks_table_name: str
     bucket: str
     state_machine_arn: str
+    batch_state_machine_arn: str
+    notification_topic_arn: str
 
     def as_env(self) -> dict[str, str]:
         """The service's settings (environment names) for these resources."""
@@ -85,51 +71,19 @@ class Resources:
         }
 
 
-def render_state_machine(
-    queue_url: str,
-    task_timeout_seconds: int = 3600,
-    heartbeat_seconds: int = 300,
-    path: Path | None = None,
-) -> str:
-    """Fill the ASL template's placeholders as CloudFormation's DefinitionSubstitutions would.
-
-    Only ``${Name}`` placeholders are replaced (``$$.Task.Token`` and ``$.x`` stay as they
-    are). An unknown placeholder or a result that is not JSON raises ``ValueError``.
-    """
-    if not 0 < heartbeat_seconds < task_timeout_seconds:
-        raise ValueError("need 0 < heartbeat_seconds < task_timeout_seconds")
-    values = {
-        # Inside a JSON string: escape as JSON would.
-        "ExportJobsQueueUrl": json.dumps(queue_url)[1:-1],
-        "TaskTimeoutSeconds": str(int(task_timeout_seconds)),
-        "HeartbeatSeconds": str(int(heartbeat_seconds)),
-    }
-    template = (path or STATE_MACHINE_TEMPLATE).read_text(encoding="utf-8")
-
-    def substitute(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in values:
-            raise ValueError(f"unknown placeholder ${{{name}}} in state machine template")
-        return values[name]
-
-    rendered = _PLACEHOLDER.sub(substitute, template)
-    try:
-        json.loads(rendered)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"rendered state machine is not valid JSON: {exc}") from exc
-    return rendered
-
-
 def provision(
     endpoint_url: str,
     region: str = "us-east-1",
     *,
     name_prefix: str = "",
-    task_timeout_seconds: int = 3600,
-    heartbeat_seconds: int = 300,
+    task_timeout_seconds: int | None = None,
+    heartbeat_seconds: int | None = None,
+    max_concurrency: int | None = None,
+    parameters: dict[str, str | int] | None = None,
 ) -> Resources:
-    """Create (or bring up to date) every resource; returns their names, URLs and ARN."""
-    p = name_prefix
+    """Deploy the template (or bring its stack up to date); its resources' names and URLs.
+
+    Unset parameters keep the template's defaults."""
 
     def client(service: str) -> Any:
         return boto3.client(
@@ -140,194 +94,127 @@ def provision(
             **_DUMMY_CREDENTIALS,
         )
 
+    values: dict[str, str | int] = dict(parameters or {})
+    for key, value in (
+        ("TaskTimeoutSeconds", task_timeout_seconds),
+        ("HeartbeatSeconds", heartbeat_seconds),
+        ("BatchMaxConcurrency", max_concurrency),
+    ):
+        if value is not None:
+            values[key] = value
+    deployed = deploy(client("cloudformation"), name_prefix, values)
+    stack_resources = _physical_ids(client("cloudformation"), deployed.stack_name)
+    apply_ignored_properties(
+        _TEMPLATE,
+        stack_resources,
+        _parameter_values(client("cloudformation"), deployed.stack_name),
+        client("dynamodb"),
+        client("s3"),
+    )
     sqs = client("sqs")
-    export_jobs_url, export_jobs_dlq_url = _queue_with_dlq(sqs, p + EXPORT_JOBS_QUEUE)
-    download_tasks_url, download_tasks_dlq_url = _queue_with_dlq(
-        sqs, p + DOWNLOAD_TASKS_QUEUE, DOWNLOAD_DLQ_MAX_RECEIVE_COUNT
-    )
 
-    dynamodb = client("dynamodb")
-    table_name = p + JOB_TABLE
-    _table(dynamodb, table_name, _job_table_spec())
-    tasks_table_name = p + TASKS_TABLE
-    _table(dynamodb, tasks_table_name, _tasks_table_spec())
+    def queue_url(output: str) -> str:
+        # moto's CloudFormation names queues by their AWS URL; the endpoint's form is the
+        # one its SQS API returns (and the one LocalStack's stack outputs carry already).
+        name = deployed.outputs[output].rstrip("/").rsplit("/", 1)[-1]
+        return str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
 
-    bucket = p + BUCKET
-    _bucket(client("s3"), bucket, region)
-
-    definition = render_state_machine(export_jobs_url, task_timeout_seconds, heartbeat_seconds)
-    state_machine_arn = _state_machine(client("stepfunctions"), p + STATE_MACHINE, definition)
-
+    _ensure_state_machines(client, deployed, stack_resources)
     return Resources(
-        export_jobs_url=export_jobs_url,
-        export_jobs_dlq_url=export_jobs_dlq_url,
-        download_tasks_url=download_tasks_url,
-        download_tasks_dlq_url=download_tasks_dlq_url,
-        table_name=table_name,
-        tasks_table_name=tasks_table_name,
-        bucket=bucket,
-        state_machine_arn=state_machine_arn,
+        export_jobs_url=queue_url("ExportJobsQueueUrl"),
+        export_jobs_dlq_url=queue_url("ExportJobsDlqUrl"),
+        download_tasks_url=queue_url("DownloadTasksQueueUrl"),
+        download_tasks_dlq_url=queue_url("DownloadTasksDlqUrl"),
+        table_name=deployed.outputs["JobTableName"],
+        tasks_table_name=deployed.outputs["TasksTableName"],
+        bucket=deployed.outputs["BucketName"],
+        state_machine_arn=deployed.outputs["StateMachineArn"],
+        batch_state_machine_arn=deployed.outputs["BatchStateMachineArn"],
+        notification_topic_arn=deployed.outputs["NotificationTopicArn"],
     )
 
 
-def _error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
+def _physical_ids(cloudformation: Any, stack: str) -> dict[str, str]:
+    ids: dict[str, str] = {}
+    for page in cloudformation.get_paginator("list_stack_resources").paginate(StackName=stack):
+        for summary in page["StackResourceSummaries"]:
+            ids[summary["LogicalResourceId"]] = summary["PhysicalResourceId"]
+    return ids
 
 
-def _queue(sqs: Any, name: str, attributes: dict[str, str]) -> str:
-    try:
-        return str(sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"])
-    except ClientError as exc:
-        # Exists with other attributes: bring it up to date.
-        if _error_code(exc) not in {"QueueAlreadyExists", "QueueNameExists"}:
-            raise
-        url = str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
-        sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
-        return url
+def _parameter_values(cloudformation: Any, stack: str) -> dict[str, str]:
+    described = cloudformation.describe_stacks(StackName=stack)["Stacks"][0]
+    return {p["ParameterKey"]: p["ParameterValue"] for p in described.get("Parameters", [])}
 
 
-def _queue_with_dlq(
-    sqs: Any, name: str, max_receive_count: int = DLQ_MAX_RECEIVE_COUNT
-) -> tuple[str, str]:
-    dlq_url = _queue(sqs, name + DLQ_SUFFIX, {"MessageRetentionPeriod": str(DLQ_RETENTION_SECONDS)})
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    url = _queue(
-        sqs,
-        name,
-        {
-            "VisibilityTimeout": str(QUEUE_VISIBILITY_TIMEOUT_SECONDS),
-            "RedrivePolicy": json.dumps(
-                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count}
-            ),
-        },
-    )
-    return url, dlq_url
-
-
-CALLBACK_DUE_INDEX = "callbackDue-index"
-CALLBACK_DUE_KEY = "callbackDue"
-# Sparse: jobs with periodic work due at dueAt (a dispatch to resume), so a round reads
-# what is due, not every job in flight.
-DUE_INDEX = "due-index"
-DUE_KIND_KEY = "dueKind"
-DUE_AT_KEY = "dueAt"
-HEARTBEAT_INDEX = "heartbeat-index"
-HEARTBEAT_DUE_KEY = "heartbeatDue"
-HEARTBEAT_AT_KEY = "nextHeartbeatAt"
-
-
-def _job_table_spec() -> dict[str, Any]:
-    def index(
-        name: str, hash_key: str, range_key: str = INDEX_RANGE_KEY, projection: str = "ALL"
-    ) -> dict[str, Any]:
-        return {
-            "IndexName": name,
-            "KeySchema": [
-                {"AttributeName": hash_key, "KeyType": "HASH"},
-                {"AttributeName": range_key, "KeyType": "RANGE"},
-            ],
-            "Projection": {"ProjectionType": projection},
+def _ensure_state_machines(client: Any, deployed: Deployed, ids: dict[str, str]) -> None:
+    """moto's CloudFormation creates state machines in a backend its Step Functions API does
+    not serve when executions are simulated (moto 5.2.5): DescribeStateMachine does not find
+    them. Each one missing is created through the API, with the definition rendered from the
+    same file and the stack's own values; nothing is created where the stack's are found
+    (LocalStack, a fixed moto)."""
+    sfn = client("stepfunctions")
+    cloudformation = client("cloudformation")
+    parameters = _parameter_values(cloudformation, deployed.stack_name)
+    for logical_id, resource in resources_of_type(
+        _TEMPLATE, "AWS::StepFunctions::StateMachine"
+    ).items():
+        arn = ids[logical_id]
+        properties = resource["Properties"]
+        values: dict[str, str | int] = {
+            name: _resolve(value, ids, parameters, client)
+            for name, value in properties["DefinitionSubstitutions"].items()
         }
-
-    return {
-        "AttributeDefinitions": [
-            {"AttributeName": name, "AttributeType": "S"}
-            for name in (
-                JOB_TABLE_HASH_KEY,
-                "status",
-                "userId",
-                CALLBACK_DUE_KEY,
-                INDEX_RANGE_KEY,
-                DUE_KIND_KEY,
-                DUE_AT_KEY,
-                HEARTBEAT_DUE_KEY,
-                HEARTBEAT_AT_KEY,
+        definition = _render(properties["DefinitionS3Location"], values)
+        role_arn = _resolve(properties["RoleArn"], ids, parameters, client)
+        try:
+            found = sfn.describe_state_machine(stateMachineArn=arn)
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") != "StateMachineDoesNotExist":
+                raise
+            sfn.create_state_machine(
+                name=arn.rsplit(":", 1)[-1], definition=definition, roleArn=role_arn
             )
-        ],
-        "KeySchema": [{"AttributeName": JOB_TABLE_HASH_KEY, "KeyType": "HASH"}],
-        "GlobalSecondaryIndexes": [
-            index(STATUS_INDEX, "status"),
-            index(USER_ID_INDEX, "userId"),
-            # Sparse: only finished jobs whose workflow is still owed an answer.
-            index(CALLBACK_DUE_INDEX, CALLBACK_DUE_KEY),
-            index(DUE_INDEX, DUE_KIND_KEY, DUE_AT_KEY, "KEYS_ONLY"),
-            # Sparse: unfinished jobs with a waiting workflow, by their next heartbeat.
-            index(HEARTBEAT_INDEX, HEARTBEAT_DUE_KEY, HEARTBEAT_AT_KEY, "KEYS_ONLY"),
-        ],
-    }
+            continue
+        if found["definition"] != definition:  # new parameters on an existing stack
+            sfn.update_state_machine(stateMachineArn=arn, definition=definition, roleArn=role_arn)
 
 
-def _tasks_table_spec() -> dict[str, Any]:
-    return {
-        "AttributeDefinitions": [
-            {"AttributeName": TASKS_TABLE_HASH_KEY, "AttributeType": "S"},
-            {"AttributeName": TASKS_TABLE_RANGE_KEY, "AttributeType": "S"},
-        ],
-        "KeySchema": [
-            {"AttributeName": TASKS_TABLE_HASH_KEY, "KeyType": "HASH"},
-            {"AttributeName": TASKS_TABLE_RANGE_KEY, "KeyType": "RANGE"},
-        ],
-    }
+def _resolve(value: Any, ids: dict[str, str], parameters: dict[str, str], client: Any) -> str:
+    """A substitution's value: a parameter, a resource's Ref, or a role's Arn."""
+    if isinstance(value, dict) and "Ref" in value:
+        name = value["Ref"]
+        if name in parameters:
+            return parameters[name]
+        if name in ids:
+            physical = ids[name]
+            if physical.startswith("https://sqs."):
+                queue = physical.rsplit("/", 1)[-1]
+                return str(client("sqs").get_queue_url(QueueName=queue)["QueueUrl"])
+            return physical
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        logical_id, attribute = value["Fn::GetAtt"]
+        if attribute == "Arn" and logical_id in ids:
+            return str(client("iam").get_role(RoleName=ids[logical_id])["Role"]["Arn"])
+    if isinstance(value, str | int):
+        return str(value)
+    raise ValueError(f"cannot resolve {value!r} on the emulator")
 
 
-def _table(dynamodb: Any, name: str, spec: dict[str, Any]) -> None:
-    try:
-        dynamodb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST", **spec)
-    except ClientError as exc:
-        if _error_code(exc) != "ResourceInUseException":
-            raise
-    dynamodb.get_waiter("table_exists").wait(
-        TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+STATE_MACHINES = TEMPLATE_PATH.parent.parent / "state-machines"
+
+
+def render_definition(machine: str, values: dict[str, str | int]) -> str:
+    """`state-machines/<machine>/definition.asl.json` with its placeholders filled."""
+    return _render(str(STATE_MACHINES / machine / "definition.asl.json"), values)
+
+
+def _render(location: str, values: dict[str, str | int]) -> str:
+    text = (TEMPLATE_PATH.parent / location).resolve().read_text(encoding="utf-8")
+    return "".join(
+        part if isinstance(part, str) else json.dumps(str(values[part.name]))[1:-1]
+        for part in segments(text)
     )
-    ttl = dynamodb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
-    if ttl.get("TimeToLiveStatus") not in {"ENABLED", "ENABLING"}:
-        dynamodb.update_time_to_live(
-            TableName=name,
-            TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
-        )
-
-
-def _bucket(s3: Any, name: str, region: str) -> None:
-    kwargs: dict[str, Any] = {"Bucket": name}
-    if region != "us-east-1":
-        kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
-    try:
-        s3.create_bucket(**kwargs)
-    except ClientError as exc:
-        if _error_code(exc) not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
-            raise
-    s3.put_public_access_block(
-        Bucket=name,
-        PublicAccessBlockConfiguration={
-            "BlockPublicAcls": True,
-            "IgnorePublicAcls": True,
-            "BlockPublicPolicy": True,
-            "RestrictPublicBuckets": True,
-        },
-    )
-    s3.put_bucket_encryption(
-        Bucket=name,
-        ServerSideEncryptionConfiguration={
-            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
-        },
-    )
-
-
-def _state_machine(sfn: Any, name: str, definition: str) -> str:
-    for page in sfn.get_paginator("list_state_machines").paginate():
-        for machine in page["stateMachines"]:
-            if machine["name"] == name:
-                arn = str(machine["stateMachineArn"])
-                sfn.update_state_machine(
-                    stateMachineArn=arn, definition=definition, roleArn=STATE_MACHINE_ROLE_ARN
-                )
-                return arn
-    created = sfn.create_state_machine(
-        name=name, definition=definition, roleArn=STATE_MACHINE_ROLE_ARN, type="STANDARD"
-    )
-    return str(created["stateMachineArn"])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,8 +24,8 @@ class EmbeddedStack:
         self,
         *,
         name_prefix: str = "",
-        task_timeout_seconds: int = 3600,
-        heartbeat_seconds: int = 300,
+        task_timeout_seconds: int | None = None,
+        heartbeat_seconds: int | None = None,
     ) -> None:
         self.aws = EmbeddedAws()
         self.sandbox = SandboxExportApi()
@@ -50,10 +50,15 @@ class EmbeddedStack:
         self.aws.stop()
 
     def provision(
-        self, name_prefix: str, *, task_timeout_seconds: int = 3600, heartbeat_seconds: int = 300
+        self,
+        name_prefix: str,
+        *,
+        task_timeout_seconds: int | None = None,
+        heartbeat_seconds: int | None = None,
     ) -> Resources:
-        """Another isolated set of queues, tables, bucket and state machine in the same
-        emulator (tests use one per module so services never share queues)."""
+        """Another isolated stack of the template (queues, tables, bucket, topic, state
+        machines) in the same emulator (tests use one per module so services never share
+        queues). Unset values keep the template's defaults."""
         return provision(
             self.aws.endpoint_url,
             name_prefix=name_prefix,
