@@ -39,7 +39,7 @@ browser:
 	else echo "chromium/chromedriver missing: the console's browser test will be skipped"; fi
 
 test: lint browser
-	$(VENV)/bin/pytest --basetemp=$(CURDIR)/.pytest_tmp
+	$(VENV)/bin/pytest --basetemp=$(CURDIR)/.pytest_tmp --durations=40
 
 unit: $(VENV)/.synced
 	$(VENV)/bin/pytest tests/unit
