@@ -1,6 +1,6 @@
 # Two commands on a fresh machine (Python 3.11, make, git):
 #   make run    the service on the embedded default, with demo executions
-#   make test   lint, types, layer contracts and the whole test suite
+#   make test   lint (code, types, layer contracts, Dockerfiles) and the whole test suite
 PYTHON ?= python3
 TOOLS  := .tools
 UV     := $(TOOLS)/bin/uv
@@ -29,6 +29,7 @@ lint: $(VENV)/.synced
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/cfn-lint infra/template.yaml
+	$(VENV)/bin/hadolint Dockerfile Dockerfile.dev
 
 # Debian's chromium and chromedriver, for the web console's browser test (as root on a
 # Debian or Ubuntu machine; elsewhere install them yourself, or that one test is skipped).

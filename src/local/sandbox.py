@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
@@ -216,10 +216,17 @@ class SandboxExportApi:
 
     ``start()`` returns once the server listens; ``stop()`` ends in-flight requests (hangs
     and delays included) and joins the thread. Request counters stay readable after stop.
+
+    ``public_url`` is where clients reach it (``http://sandbox-export-api:8081`` in
+    docker-compose): its base URL and the file URLs it hands out use it instead of the
+    bind address, which a client cannot use when it is every interface (``0.0.0.0``).
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, public_url: str | None = None
+    ) -> None:
         self._host = host
+        self._public_url = _checked_public_url(public_url) if public_url else None
         self._requested_port = port
         self._port: int | None = None
         self._counters = _Counters()
@@ -310,10 +317,15 @@ class SandboxExportApi:
 
     @property
     def base_url(self) -> str:
-        """``http://host:port`` of the running server: the EXPORT_API_BASE_URL to use."""
+        """Where clients reach the running server (the EXPORT_API_BASE_URL to use): the
+        public URL if one was given, else ``http://host:port`` (127.0.0.1 for a server
+        bound to every interface: an unspecified address is nowhere to connect to)."""
         if self._port is None:
             raise RuntimeError("sandbox not started")
-        return f"http://{self._host}:{self._port}"
+        if self._public_url is not None:
+            return self._public_url
+        host = "127.0.0.1" if self._host in _EVERY_INTERFACE else self._host
+        return f"http://{host}:{self._port}"
 
     def poll_count(self, export_id: str) -> int:
         """How many ``GET /exports/{export_id}`` requests were received (any answer)."""
@@ -509,6 +521,19 @@ class SandboxExportApi:
         return True
 
 
+_EVERY_INTERFACE = frozenset({"0.0.0.0", "::", ""})
+
+
+def _checked_public_url(url: str) -> str:
+    """``scheme://host[:port]``, no trailing slash; anything else is a ValueError."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"public URL must be http(s)://host[:port], got {url!r}")
+    if parts.path.strip("/") or parts.query or parts.fragment or parts.username:
+        raise ValueError(f"public URL takes no path, query or credentials, got {url!r}")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 def malform(body: dict[str, Any], kind: str | None) -> dict[str, Any]:
     """Breaks a well-formed status body the way ``malformed KIND`` asks (None: unchanged)."""
     broken = dict(body)
@@ -530,9 +555,22 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Sandbox Export API and file server")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument(
+        "--public-url",
+        help="where clients reach it, e.g. http://sandbox-export-api:8081 (default: the "
+        "bind address); the file URLs it hands out use it",
+    )
     args = parser.parse_args(argv)
-    with SandboxExportApi(args.host, args.port) as sandbox:
-        print(f"Sandbox Export API listening on {sandbox.base_url}", flush=True)
+    try:
+        sandbox = SandboxExportApi(args.host, args.port, public_url=args.public_url)
+    except ValueError as err:
+        parser.error(str(err))
+    with sandbox:
+        print(
+            f"Sandbox Export API listening on {args.host}:{args.port}, "
+            f"reached at {sandbox.base_url}",
+            flush=True,
+        )
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
 

@@ -13,6 +13,14 @@ import uvicorn
 log = structlog.get_logger(__name__)
 
 
+def hand_back_seconds(grace_seconds: float) -> float:
+    """The last part of the grace period, kept for handing unfinished work back (messages
+    visible again, leases released). The orchestrator's stop timeout (compose's
+    stop_grace_period, ECS's stopTimeout) should be at least grace + this: the process
+    exits within the grace, and the margin covers its last log lines and the API's close."""
+    return min(10.0, grace_seconds / 4)
+
+
 class Worker(Protocol):
     """A loop of the driving side (a consumer, the poller) that returns once `stop` is
     set and its in-flight work is finished or released."""
@@ -66,7 +74,7 @@ class Service:
         # The hand-back (messages visible again, leases released) happens inside the
         # grace period, so the orchestrator's stop timeout can be the grace plus a little.
         deadline = asyncio.get_running_loop().time() + self._grace
-        hand_back = min(10.0, self._grace / 4)
+        hand_back = hand_back_seconds(self._grace)
         _done, pending = await asyncio.wait(workers, timeout=max(0.0, self._grace - hand_back))
         if pending:
             log.warning("grace period nearly over; handing unfinished work back")

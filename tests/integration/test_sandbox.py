@@ -18,7 +18,10 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pytest
 
+from src.infrastructure.http.url_guard import UnsafeUrl, UrlPolicy, open_guarded_session
 from src.local.sandbox import ExportPlan, SandboxExportApi, content_chunks
+from src.local.sandbox import main as sandbox_main
+from tests.support.service_process import free_port
 
 ISO_MS_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -582,3 +585,45 @@ async def test_head_sends_headers_and_no_body(sandbox, session, tag) -> None:
 
     assert (status, length, data) == (200, "4096", b"")
     assert sandbox.bytes_sent(export_id) == 0
+
+
+# ---- where clients reach it (docker-compose binds 0.0.0.0, clients use a service name) ---
+
+
+async def test_public_url_is_where_the_listing_sends_clients(session, tag) -> None:
+    port = free_port()
+    public = f"http://localhost:{port}"  # another name for the loopback it listens on
+    with SandboxExportApi("127.0.0.1", port, public_url=f"{public}/") as sandbox:
+        assert sandbox.base_url == public
+        export_id = f"{tag}-files-2-size-300"
+        _, body = await get_status(session, sandbox, export_id)
+        urls = [entry["url"] for entry in body["downloadUrls"]]
+        assert all(url.startswith(f"{public}/files/{export_id}/") for url in urls)
+
+        # the service's download guard lets it through when the name is allowed, and only then
+        refused = UrlPolicy.from_setting("")
+        with pytest.raises(UnsafeUrl, match="loopback-address"):
+            async with open_guarded_session(refused) as guarded:
+                await download(guarded, urls[0])
+        async with open_guarded_session(UrlPolicy.from_setting("localhost")) as guarded:
+            assert await download(guarded, urls[1]) == (
+                200,
+                SandboxExportApi.file_bytes(export_id, 1, 300),
+            )
+
+
+def test_every_interface_without_a_public_url_hands_out_loopback() -> None:
+    with SandboxExportApi("0.0.0.0", 0) as sandbox:
+        assert sandbox.base_url.startswith("http://127.0.0.1:")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["sandbox-export-api:8081", "ftp://host", "http://", "http://host/path", "http://u:p@host"],
+)
+def test_a_public_url_is_scheme_host_and_port_only(bad: str) -> None:
+    with pytest.raises(ValueError, match="public URL"):
+        SandboxExportApi(public_url=bad)
+    with pytest.raises(SystemExit) as exit_info:
+        sandbox_main(["--public-url", bad])
+    assert exit_info.value.code == 2
