@@ -37,8 +37,8 @@ DEFINITION_FILE = "definition.asl.json"
 DEFAULT_TASK_TIMEOUT_SECONDS = 93_600  # 26 h
 DEFAULT_HEARTBEAT_SECONDS = 300
 DEFAULT_MAX_CONCURRENCY = 10
-# Step Functions' own bounds: a Task's TimeoutSeconds and HeartbeatSeconds are at most
-# 99,999,999; a standard execution lasts at most a year.
+# Step Functions' own bounds (tests use seconds; infra/template.yaml's parameters are
+# stricter): a standard execution lasts at most a year.
 MAX_TASK_SECONDS = 31_536_000
 
 _PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
@@ -164,14 +164,14 @@ EXPORT_JOB = Template(
             "TaskTimeoutSeconds",
             "number",
             "RunExport's TimeoutSeconds: the service's answer must come within it",
-            minimum=60,
+            minimum=1,
             maximum=MAX_TASK_SECONDS,
         ),
         Placeholder(
             "HeartbeatSeconds",
             "number",
             "RunExport's HeartbeatSeconds: the service heartbeats more often",
-            minimum=10,
+            minimum=1,
             maximum=MAX_TASK_SECONDS,
         ),
         Placeholder(
@@ -201,7 +201,7 @@ BATCH_EXPORT = Template(
             "TaskTimeoutSeconds",
             "number",
             "the export-job's TaskTimeoutSeconds: a child execution may run an hour longer",
-            minimum=60,
+            minimum=1,
             maximum=MAX_TASK_SECONDS,
         ),
     ),

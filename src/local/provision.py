@@ -1,8 +1,9 @@
 """Provision the export service's AWS resources on an emulator (moto or LocalStack).
 
 Mirrors ``infra/template.yaml`` (the production definition); keep the two in step. The state
-machine is rendered from the same file production deploys, ``state-machines/export-job.asl.json``,
-with the same placeholders CloudFormation fills through ``DefinitionSubstitutions``.
+machines are rendered from the same files production deploys (``state-machines/*/definition.asl.json``)
+by ``src.local.asl``, with the same placeholders CloudFormation fills through
+``DefinitionSubstitutions``.
 
 Idempotent: calling it twice with the same arguments leaves one set of resources. The
 ``name_prefix`` lets parallel test runs isolate themselves on one emulator.
@@ -11,14 +12,14 @@ Idempotent: calling it twice with the same arguments leaves one set of resources
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
+
+from src.local import asl
 
 # --- Names and shapes shared with infra/template.yaml (keep in step) ---------------------
 
@@ -52,13 +53,9 @@ TTL_ATTRIBUTE = "ttl"
 BUCKET = "export-service-bucket"
 
 STATE_MACHINE = "export-job"
+BATCH_STATE_MACHINE = "batch-export"
 STATE_MACHINE_ROLE_ARN = "arn:aws:iam::123456789012:role/export-job-sfn"
-
-STATE_MACHINE_TEMPLATE = (
-    Path(__file__).resolve().parents[2] / "state-machines" / "export-job.asl.json"
-)
-
-_PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
+NOTIFICATION_TOPIC = "export-notifications"
 _DUMMY_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
@@ -72,6 +69,8 @@ class Resources:
     tasks_table_name: str
     bucket: str
     state_machine_arn: str
+    notification_topic_arn: str = ""
+    batch_state_machine_arn: str = ""
 
     def as_env(self) -> dict[str, str]:
         """The service's settings (environment names) for these resources."""
@@ -85,48 +84,14 @@ class Resources:
         }
 
 
-def render_state_machine(
-    queue_url: str,
-    task_timeout_seconds: int = 3600,
-    heartbeat_seconds: int = 300,
-    path: Path | None = None,
-) -> str:
-    """Fill the ASL template's placeholders as CloudFormation's DefinitionSubstitutions would.
-
-    Only ``${Name}`` placeholders are replaced (``$$.Task.Token`` and ``$.x`` stay as they
-    are). An unknown placeholder or a result that is not JSON raises ``ValueError``.
-    """
-    if not 0 < heartbeat_seconds < task_timeout_seconds:
-        raise ValueError("need 0 < heartbeat_seconds < task_timeout_seconds")
-    values = {
-        # Inside a JSON string: escape as JSON would.
-        "ExportJobsQueueUrl": json.dumps(queue_url)[1:-1],
-        "TaskTimeoutSeconds": str(int(task_timeout_seconds)),
-        "HeartbeatSeconds": str(int(heartbeat_seconds)),
-    }
-    template = (path or STATE_MACHINE_TEMPLATE).read_text(encoding="utf-8")
-
-    def substitute(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in values:
-            raise ValueError(f"unknown placeholder ${{{name}}} in state machine template")
-        return values[name]
-
-    rendered = _PLACEHOLDER.sub(substitute, template)
-    try:
-        json.loads(rendered)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"rendered state machine is not valid JSON: {exc}") from exc
-    return rendered
-
-
 def provision(
     endpoint_url: str,
     region: str = "us-east-1",
     *,
     name_prefix: str = "",
-    task_timeout_seconds: int = 3600,
-    heartbeat_seconds: int = 300,
+    task_timeout_seconds: int = asl.DEFAULT_TASK_TIMEOUT_SECONDS,
+    heartbeat_seconds: int = asl.DEFAULT_HEARTBEAT_SECONDS,
+    max_concurrency: int = asl.DEFAULT_MAX_CONCURRENCY,
 ) -> Resources:
     """Create (or bring up to date) every resource; returns their names, URLs and ARN."""
     p = name_prefix
@@ -155,8 +120,28 @@ def provision(
     bucket = p + BUCKET
     _bucket(client("s3"), bucket, region)
 
-    definition = render_state_machine(export_jobs_url, task_timeout_seconds, heartbeat_seconds)
-    state_machine_arn = _state_machine(client("stepfunctions"), p + STATE_MACHINE, definition)
+    topic_arn = str(client("sns").create_topic(Name=p + NOTIFICATION_TOPIC)["TopicArn"])
+    sfn = client("stepfunctions")
+    definition = asl.render(
+        "export-job",
+        {
+            "ExportJobsQueueUrl": export_jobs_url,
+            "TaskTimeoutSeconds": task_timeout_seconds,
+            "HeartbeatSeconds": heartbeat_seconds,
+            "NotificationTopicArn": topic_arn,
+        },
+    )
+    state_machine_arn = _state_machine(sfn, p + STATE_MACHINE, definition)
+    batch_definition = asl.render(
+        "batch-export",
+        {
+            "ExportJobStateMachineArn": state_machine_arn,
+            "NotificationTopicArn": topic_arn,
+            "MaxConcurrency": max_concurrency,
+            "TaskTimeoutSeconds": task_timeout_seconds,
+        },
+    )
+    batch_state_machine_arn = _state_machine(sfn, p + BATCH_STATE_MACHINE, batch_definition)
 
     return Resources(
         export_jobs_url=export_jobs_url,
@@ -167,6 +152,8 @@ def provision(
         tasks_table_name=tasks_table_name,
         bucket=bucket,
         state_machine_arn=state_machine_arn,
+        notification_topic_arn=topic_arn,
+        batch_state_machine_arn=batch_state_machine_arn,
     )
 
 

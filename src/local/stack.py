@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from types import TracebackType
 
+from src.local import asl
 from src.local.emulator import EmbeddedAws
 from src.local.provision import Resources, provision
 from src.local.sandbox import SandboxExportApi
@@ -24,8 +25,8 @@ class EmbeddedStack:
         self,
         *,
         name_prefix: str = "",
-        task_timeout_seconds: int = 3600,
-        heartbeat_seconds: int = 300,
+        task_timeout_seconds: int = asl.DEFAULT_TASK_TIMEOUT_SECONDS,
+        heartbeat_seconds: int = asl.DEFAULT_HEARTBEAT_SECONDS,
     ) -> None:
         self.aws = EmbeddedAws()
         self.sandbox = SandboxExportApi()
@@ -50,15 +51,21 @@ class EmbeddedStack:
         self.aws.stop()
 
     def provision(
-        self, name_prefix: str, *, task_timeout_seconds: int = 3600, heartbeat_seconds: int = 300
+        self,
+        name_prefix: str,
+        *,
+        task_timeout_seconds: int = asl.DEFAULT_TASK_TIMEOUT_SECONDS,
+        heartbeat_seconds: int = asl.DEFAULT_HEARTBEAT_SECONDS,
+        max_concurrency: int = asl.DEFAULT_MAX_CONCURRENCY,
     ) -> Resources:
-        """Another isolated set of queues, tables, bucket and state machine in the same
-        emulator (tests use one per module so services never share queues)."""
+        """Another isolated set of queues, tables, bucket, topic and state machines in the
+        same emulator (tests use one per module so services never share queues)."""
         return provision(
             self.aws.endpoint_url,
             name_prefix=name_prefix,
             task_timeout_seconds=task_timeout_seconds,
             heartbeat_seconds=heartbeat_seconds,
+            max_concurrency=max_concurrency,
         )
 
     def env(self, resources: Resources | None = None) -> dict[str, str]:
