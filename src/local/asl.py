@@ -136,10 +136,15 @@ class Template:
         source = self.text() if text is None else text
         declared = {p.name: p for p in self.placeholders}
         used = set(placeholders_in(source))
-        problems = [f"${{{n}}} is not a declared placeholder" for n in sorted(used - declared.keys())]
+        problems = [
+            f"${{{n}}} is not a declared placeholder" for n in sorted(used - declared.keys())
+        ]
         problems += [f"${{{n}}} is declared but not used" for n in sorted(declared.keys() - used)]
         problems += [f"no value for ${{{n}}}" for n in sorted(declared.keys() - values.keys())]
-        problems += [f"{n} is not a placeholder of {self.name}" for n in sorted(values.keys() - declared.keys())]
+        problems += [
+            f"{n} is not a placeholder of {self.name}"
+            for n in sorted(values.keys() - declared.keys())
+        ]
         if problems:
             raise TemplateError(f"{self.name}: " + "; ".join(problems))
         texts = {name: declared[name].text(value) for name, value in values.items()}
@@ -187,9 +192,7 @@ BATCH_EXPORT = Template(
         Placeholder(
             "ExportJobStateMachineArn", "arn", "the export-job state machine run per export"
         ),
-        Placeholder(
-            "NotificationTopicArn", "arn", "SNS topic told of batches with failed exports"
-        ),
+        Placeholder("NotificationTopicArn", "arn", "SNS topic told of batches with failed exports"),
         Placeholder(
             "MaxConcurrency",
             "number",
@@ -288,7 +291,8 @@ def validate(definition: str, name: str = "definition") -> dict[str, Any]:
         problems.append("the definition is not a JSON object")
     if problems:
         raise InvalidDefinition(name, problems)
-    return document
+    parsed: dict[str, Any] = document
+    return parsed
 
 
 def _strings_with_placeholders(value: Any, where: str = "$") -> Iterator[tuple[str, str]]:
@@ -358,7 +362,7 @@ def _structure(machine: dict[str, Any], scope: str) -> list[str]:
             for index, branch in enumerate(state.get("Branches") or []):
                 if isinstance(branch, dict):
                     problems += _structure(branch, f"{scope}{state_name}[{index}]")
-    if start in states:
+    if isinstance(start, str) and start in states:
         reached = {start}
         stack = [start]
         while stack:

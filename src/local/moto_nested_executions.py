@@ -37,7 +37,7 @@ def _pascal(value: Any) -> Any:
 
 
 def apply() -> None:
-    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_sfn import (  # noqa: E501
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_sfn import (
         StateTaskServiceSfn,
     )
 
