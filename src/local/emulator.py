@@ -193,11 +193,12 @@ def _patch_moto() -> None:
 
             return method
 
-        from src.local import moto_costs, moto_executions, moto_transactions
+        from src.local import moto_costs, moto_executions, moto_nested_executions, moto_transactions
 
         moto_transactions.apply()  # not a fidelity fix: moto's cost per transaction
         moto_costs.apply()  # nor these: moto's costs per Query and per request
         moto_executions.apply()  # an execution can be called back once it is RUNNING
+        moto_nested_executions.apply()  # states:startExecution(.sync:2) can start a child
         StepFunctionResponse.send_task_failure = send_task_failure  # type: ignore[method-assign]
         for name in ("send_task_success", "send_task_failure", "send_task_heartbeat"):
             original = getattr(StepFunctionsParserBackend, name)

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from src.infrastructure.aws.template import TEMPLATE_PATH, load_template, resources_of_type
-from src.local.asl import segments
+from src.infrastructure.aws.template import load_template, resources_of_type
+from src.local import asl
 from src.local.template_deploy import Deployed, apply_ignored_properties, deploy
 
 _TEMPLATE = load_template()
@@ -165,7 +166,8 @@ def _ensure_state_machines(client: Any, deployed: Deployed, ids: dict[str, str])
             name: _resolve(value, ids, parameters, client)
             for name, value in properties["DefinitionSubstitutions"].items()
         }
-        definition = _render(properties["DefinitionS3Location"], values)
+        machine = Path(properties["DefinitionS3Location"]).parent.name
+        definition = asl.render(machine, values)
         role_arn = _resolve(properties["RoleArn"], ids, parameters, client)
         try:
             found = sfn.describe_state_machine(stateMachineArn=arn)
@@ -201,20 +203,9 @@ def _resolve(value: Any, ids: dict[str, str], parameters: dict[str, str], client
     raise ValueError(f"cannot resolve {value!r} on the emulator")
 
 
-STATE_MACHINES = TEMPLATE_PATH.parent.parent / "state-machines"
-
-
 def render_definition(machine: str, values: dict[str, str | int]) -> str:
-    """`state-machines/<machine>/definition.asl.json` with its placeholders filled."""
-    return _render(str(STATE_MACHINES / machine / "definition.asl.json"), values)
-
-
-def _render(location: str, values: dict[str, str | int]) -> str:
-    text = (TEMPLATE_PATH.parent / location).resolve().read_text(encoding="utf-8")
-    return "".join(
-        part if isinstance(part, str) else json.dumps(str(values[part.name]))[1:-1]
-        for part in segments(text)
-    )
+    """`state-machines/<machine>/definition.asl.json` rendered and validated."""
+    return asl.render(machine, values)
 
 
 def main(argv: list[str] | None = None) -> None:

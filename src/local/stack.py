@@ -55,6 +55,7 @@ class EmbeddedStack:
         *,
         task_timeout_seconds: int | None = None,
         heartbeat_seconds: int | None = None,
+        max_concurrency: int | None = None,
     ) -> Resources:
         """Another isolated stack of the template (queues, tables, bucket, topic, state
         machines) in the same emulator (tests use one per module so services never share
@@ -64,6 +65,7 @@ class EmbeddedStack:
             name_prefix=name_prefix,
             task_timeout_seconds=task_timeout_seconds,
             heartbeat_seconds=heartbeat_seconds,
+            max_concurrency=max_concurrency,
         )
 
     def env(self, resources: Resources | None = None) -> dict[str, str]:

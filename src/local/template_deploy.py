@@ -29,7 +29,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from src.infrastructure.aws.template import TEMPLATE_PATH, load_template, resources_of_type
-from src.local.asl import segments
+from src.local.asl import Text, segments
 
 STACK_SUFFIX = "export-service"
 
@@ -114,8 +114,8 @@ def _inline_definition(properties: dict[str, Any], base: Path) -> None:
     text = (base / location).resolve().read_text(encoding="utf-8")
     parts: list[Any] = []
     for segment in segments(text):
-        if isinstance(segment, str):
-            parts.append(segment)
+        if isinstance(segment, Text):
+            parts.append(segment.value)
         else:
             if segment.name not in substitutions:
                 raise DeployError(f"{location}: no DefinitionSubstitutions for ${{{segment.name}}}")

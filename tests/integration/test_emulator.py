@@ -14,13 +14,9 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from src.local import asl
 from src.local.emulator import EmbeddedAws
-from src.local.provision import (
-    STATE_MACHINE_TEMPLATE,
-    Resources,
-    provision,
-    render_state_machine,
-)
+from src.local.provision import Resources, provision
 
 REGION = "us-east-1"
 FAILURE_CAUSE = "Job completed with 3 failed tasks out of 10 total"
@@ -202,22 +198,39 @@ def test_provision_is_idempotent_and_complete(
     assert int(redrive["maxReceiveCount"]) == 5
 
 
+def export_job_definition(
+    queue_url: str, task_timeout_seconds: int = 120, heartbeat_seconds: int = 30
+) -> str:
+    return asl.render(
+        "export-job",
+        {
+            "ExportJobsQueueUrl": queue_url,
+            "TaskTimeoutSeconds": task_timeout_seconds,
+            "HeartbeatSeconds": heartbeat_seconds,
+            "NotificationTopicArn": "arn:aws:sns:us-east-1:123456789012:notes",
+        },
+    )
+
+
 def test_state_machine_template_renders_valid_json() -> None:
-    assert "${ExportJobsQueueUrl}" in STATE_MACHINE_TEMPLATE.read_text()
-    rendered = render_state_machine("https://sqs.example/1/q", 120, 30)
-    definition = json.loads(rendered)
+    assert "${ExportJobsQueueUrl}" in asl.EXPORT_JOB.text()
+    definition = json.loads(export_job_definition("https://sqs.example/1/q", 120, 30))
 
     task = definition["States"]["RunExport"]
     assert task["Resource"] == "arn:aws:states:::sqs:sendMessage.waitForTaskToken"
     assert task["Parameters"]["QueueUrl"] == "https://sqs.example/1/q"
     assert task["Parameters"]["MessageBody"]["taskToken.$"] == "$$.Task.Token"
-    assert (task["TimeoutSeconds"], task["HeartbeatSeconds"]) == (120, 30)
+    limits = definition["States"]["MergeDefaults"]["Parameters"]["limits"]
+    assert limits == {
+        "timeoutSeconds.$": "States.StringToJson('120')",
+        "heartbeatSeconds.$": "States.StringToJson('30')",
+    }
     targets = {error: c["Next"] for c in task["Catch"] for error in c["ErrorEquals"]}
-    assert targets["JobCompletedWithFailures"] == "ExportCompletedWithFailures"
+    assert targets["JobCompletedWithFailures"] == "NotifyCompletedWithFailures"
     assert targets["ProcessingError"] == "ExportFailed"
     assert targets["States.Timeout"] == targets["States.HeartbeatTimeout"] == "CallbackTimedOut"
-    with pytest.raises(ValueError):
-        render_state_machine("q", task_timeout_seconds=10, heartbeat_seconds=10)
+    with pytest.raises(ValueError, match="HeartbeatSeconds must be less"):
+        export_job_definition("https://sqs.example/1/q", 10, 10)
 
 
 def test_execution_sends_the_job_with_default_metadata_a_token_and_its_execution(
@@ -465,7 +478,7 @@ def test_definitions_parse_concurrently(aws: EmbeddedAws, resources: Resources) 
     # executions parse their definition on their own threads (one in 1,000 failed at once).
     from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
 
-    definition = render_state_machine(resources.export_jobs_url, 60, 20)
+    definition = export_job_definition(resources.export_jobs_url, 60, 20)
 
     def parse(_: int) -> int:
         for _ in range(15):

@@ -137,7 +137,7 @@ def test_heartbeat_without_heartbeat_seconds_is_invalid_token(plain: str) -> Non
 
 
 def test_heartbeat_with_heartbeat_seconds_succeeds(plain: str) -> None:
-    """With `HeartbeatSeconds` on the state (as in state-machines/export-job.asl.json) plain
+    """With `HeartbeatSeconds` on the state (as in state-machines/export-job/definition.asl.json) plain
     moto accepts the heartbeat, like AWS."""
     state_machine_arn, queue_url = callback_machine(plain, heartbeat_seconds=600)
     execution_arn, token = start_and_take_token(plain, state_machine_arn, queue_url)

@@ -41,6 +41,7 @@ class Aws:
         self.sqs = boto3.client("sqs", **kwargs)
         self.ddb = boto3.client("dynamodb", **kwargs)
         self.s3 = boto3.client("s3", **kwargs)
+        self.sns = boto3.client("sns", **kwargs)
 
     # Step Functions
     def start_execution(self, payload: dict[str, Any]) -> str:
