@@ -339,7 +339,7 @@ def migrate(
     table's extra indexes and TTL (as infra/template.yaml defines them), on the tables the
     settings name. Idempotent. Exit 0 when nothing is (or remains) missing, 1 otherwise."""
     from src.infrastructure.aws.template import TemplateError, load_template, table_specs
-    from src.infrastructure.dynamodb.migration import MigrationError, TableMigration
+    from src.infrastructure.dynamodb.migration import INCOMPLETE, MigrationError, TableMigration
 
     async def action(c: Container) -> list[Any]:
         settings = c.settings()
@@ -360,7 +360,7 @@ def migrate(
     steps = run_with((), action)
     for step in steps:
         print(step.line())
-    missing = [step for step in steps if step.state in ("missing", "conflict")]
+    missing = [step for step in steps if step.state in INCOMPLETE]
     print(f"{len(missing)} missing" if missing else "nothing missing", file=sys.stderr)
     if missing:
         raise typer.Exit(1)

@@ -144,6 +144,15 @@ def deploy(
         "Capabilities": ["CAPABILITY_NAMED_IAM"],
     }
     try:
+        status = cloudformation.describe_stacks(StackName=name)["Stacks"][0]["StackStatus"]
+    except ClientError:
+        status = None  # no such stack
+    if status == "ROLLBACK_COMPLETE":  # a failed first create: it can only be deleted
+        cloudformation.delete_stack(StackName=name)
+        cloudformation.get_waiter("stack_delete_complete").wait(
+            StackName=name, WaiterConfig={"Delay": 1, "MaxAttempts": int(timeout_seconds)}
+        )
+    try:
         cloudformation.create_stack(**request)
     except ClientError as err:
         if err.response.get("Error", {}).get("Code") != "AlreadyExistsException":

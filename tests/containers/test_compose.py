@@ -201,3 +201,33 @@ def test_docker_compose_config_accepts_it() -> None:
         capture_output=True, text=True, timeout=60, check=False, cwd=ROOT,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+_SERVICE_OF = {
+    "SQS": "sqs",
+    "DynamoDB": "dynamodb",
+    "S3": "s3",
+    "SNS": "sns",
+    "StepFunctions": "stepfunctions",
+    "IAM": "iam",
+    "Logs": "logs",
+    "ECS": "ecs",
+}
+
+
+def test_localstack_enables_every_service_the_template_deploy_uses(
+    services: dict[str, Any],
+) -> None:
+    from src.local.template_deploy import emulator_template
+
+    template, _left_out = emulator_template()
+    # Resources under a Condition are the ECS service's, left out without ContainerImage.
+    kinds = {
+        resource["Type"].split("::")[1]
+        for resource in template["Resources"].values()
+        if "Condition" not in resource
+    }
+    # CloudFormation itself; STS for the SDK's account lookups.
+    needed = {_SERVICE_OF[kind] for kind in kinds} | {"cloudformation", "sts"}
+    enabled = set(environment(services[LOCALSTACK])["SERVICES"].split(","))
+    assert needed <= enabled, sorted(needed - enabled)

@@ -234,3 +234,14 @@ def test_the_service_role_grants_only_actions_the_code_calls() -> None:
             if not any(re.search(rf"\.{call}\b", code) for call in calls):
                 unused.append(action)
     assert unused == []
+
+
+def test_every_log_metric_filter_matches_a_line_the_service_writes() -> None:
+    code = "\n".join(path.read_text(encoding="utf-8") for path in (ROOT / "src").rglob("*.py"))
+    filters = resources_of_type(TEMPLATE, "AWS::Logs::MetricFilter")
+    assert filters
+    for logical_id, metric_filter in filters.items():
+        (event,) = re.findall(
+            r'\$\.event = "([^"]+)"', metric_filter["Properties"]["FilterPattern"]
+        )
+        assert re.search(rf'log\.\w+\(\s*"{re.escape(event)}"', code), (logical_id, event)

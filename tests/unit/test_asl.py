@@ -62,8 +62,8 @@ def test_numbers_become_numbers_through_string_to_json() -> None:
     definition = rendered("export-job")
     limits = definition["States"]["MergeDefaults"]["Parameters"]["limits"]
     assert limits == {
-        "timeoutSeconds.$": "States.StringToJson('93600')",
-        "heartbeatSeconds.$": "States.StringToJson('300')",
+        "timeoutSeconds.$": f"States.StringToJson('{asl.DEFAULT_TASK_TIMEOUT_SECONDS}')",
+        "heartbeatSeconds.$": f"States.StringToJson('{asl.DEFAULT_HEARTBEAT_SECONDS}')",
     }
     task = definition["States"]["RunExport"]
     assert task["TimeoutSecondsPath"] == "$.limits.timeoutSeconds"
@@ -237,29 +237,39 @@ def _longest_answer_seconds() -> float:
     return _intake_seconds() + ends + reaper + answering
 
 
-@pytest.mark.parametrize(
-    "limits",
-    [
-        {
-            "TaskTimeoutSeconds": asl.DEFAULT_TASK_TIMEOUT_SECONDS,
-            "HeartbeatSeconds": asl.DEFAULT_HEARTBEAT_SECONDS,
-        },
-        _template_defaults(),
-    ],
-    ids=["embedded", "infra-template"],
-)
-def test_the_default_limits_keep_the_timing_inequality(limits: dict[str, int]) -> None:
+def _answer_retry_seconds() -> float:
+    """Heartbeats stop when the job ends; if the replica that won the answer dies before
+    sending it, the reaper sends it once that replica's callback lease runs out, within a
+    round: the longest a workflow goes without a heartbeat or its answer."""
+    return (
+        _default("heartbeat_interval_seconds")
+        + _default("callback_lease_seconds")
+        + _default("reaper_interval_seconds")
+    )
+
+
+def test_the_templates_default_limits_keep_the_timing_inequality() -> None:
+    # (asl's defaults, used by the embedded stack, are read from the same template.)
+    limits = _template_defaults()
     # TaskTimeoutSeconds > intake + max(polling deadline, job deadline) + reaper round
     #                      + callback attempts x (callback lease + reaper round)
     assert limits["TaskTimeoutSeconds"] > _longest_answer_seconds()
-    # HeartbeatSeconds > intake + HEARTBEAT_INTERVAL_SECONDS, and < TaskTimeoutSeconds
+    # HeartbeatSeconds > intake + HEARTBEAT_INTERVAL_SECONDS (the first heartbeat), and
+    #                  > HEARTBEAT_INTERVAL_SECONDS + CALLBACK_LEASE + reaper round (an
+    #                    answer retried after its replica died), and < TaskTimeoutSeconds
     heartbeat = limits["HeartbeatSeconds"]
     assert _intake_seconds() + _default("heartbeat_interval_seconds") < heartbeat
+    assert _answer_retry_seconds() < heartbeat
     assert heartbeat < limits["TaskTimeoutSeconds"]
     # A late export ends as the service's ExportTimedOut, never as the workflow's timeout.
     assert _default("polling_timeout_ms") / 1000 < limits["TaskTimeoutSeconds"]
+    assert (
+        limits["TaskTimeoutSeconds"],
+        limits["HeartbeatSeconds"],
+    ) == (asl.DEFAULT_TASK_TIMEOUT_SECONDS, asl.DEFAULT_HEARTBEAT_SECONDS)
 
 
 def test_the_numbers_in_the_readme_are_these() -> None:
     assert _intake_seconds() == 50
     assert _longest_answer_seconds() == 89_780
+    assert _answer_retry_seconds() == 390

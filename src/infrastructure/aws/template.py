@@ -119,6 +119,7 @@ class TableSpec:
     attribute_definitions: list[dict[str, str]]
     global_secondary_indexes: list[dict[str, Any]]
     ttl_attribute: str | None
+    point_in_time_recovery: bool = False
 
     def attribute_definition(self, name: str) -> dict[str, str]:
         for definition in self.attribute_definitions:
@@ -142,6 +143,11 @@ def table_specs(template: dict[str, Any], name_prefix: str = "") -> list[TableSp
                 attribute_definitions=list(properties["AttributeDefinitions"]),
                 global_secondary_indexes=list(properties.get("GlobalSecondaryIndexes", [])),
                 ttl_attribute=ttl.get("AttributeName") if ttl.get("Enabled") else None,
+                point_in_time_recovery=bool(
+                    properties.get("PointInTimeRecoverySpecification", {}).get(
+                        "PointInTimeRecoveryEnabled"
+                    )
+                ),
             )
         )
     return specs

@@ -23,7 +23,9 @@ from botocore.exceptions import ClientError
 
 from src.infrastructure.aws.template import TableSpec
 
-State = Literal["ok", "missing", "created", "conflict"]
+State = Literal["ok", "missing", "pending", "created", "conflict"]
+# States that leave the schema incomplete: `check` exits 1 on any of them.
+INCOMPLETE: frozenset[str] = frozenset({"missing", "pending", "conflict"})
 
 
 @dataclass(frozen=True)
@@ -138,14 +140,24 @@ class TableMigration:
                     f"projects {found_projection}, this service reads ALL attributes from it",
                 )
             status = found.get("IndexStatus", "ACTIVE")
-            return Step("ok", what, "" if status == "ACTIVE" else status.lower())
+            if status != "ACTIVE":
+                if not apply:
+                    return Step("pending", what, f"{status.lower()}: not usable until ACTIVE")
+                await self._wait_active(spec.name, wanted["IndexName"])
+            return Step("ok", what)
         if not apply:
             return Step("missing", what, _key_text(wanted["KeySchema"]))
         keys = [key["AttributeName"] for key in wanted["KeySchema"]]
+        request = _index_request(wanted)
+        throughput = await self._provisioned_throughput(spec.name)
+        if throughput is not None:  # a PROVISIONED table: its indexes need capacity too
+            request["ProvisionedThroughput"] = throughput
+        # One index build at a time per table: wait for any other still being built.
+        await self._wait_active(spec.name)
         await self._client.update_table(
             TableName=spec.name,
             AttributeDefinitions=[spec.attribute_definition(key) for key in keys],
-            GlobalSecondaryIndexUpdates=[{"Create": _index_request(wanted)}],
+            GlobalSecondaryIndexUpdates=[{"Create": request}],
         )
         await self._wait_active(spec.name, wanted["IndexName"])
         return Step("created", what, _key_text(wanted["KeySchema"]))
@@ -162,12 +174,24 @@ class TableMigration:
                 return [Step("conflict", what, f"TTL is on {ttl.get('AttributeName')}")]
             return [Step("ok", what)]
         if not apply:
-            return [Step("missing", what)]
+            return [Step("missing", what, "items whose ttl has passed will then be deleted")]
         await self._client.update_time_to_live(
             TableName=spec.name,
             TimeToLiveSpecification={"Enabled": True, "AttributeName": spec.ttl_attribute},
         )
         return [Step("created", what)]
+
+    async def _provisioned_throughput(self, table: str) -> dict[str, int] | None:
+        """The table's own read and write capacity when it is PROVISIONED, else None."""
+        described = await self._describe(table) or {}
+        mode = described.get("BillingModeSummary", {}).get("BillingMode")
+        throughput = described.get("ProvisionedThroughput", {})
+        if mode == "PAY_PER_REQUEST" or not throughput.get("ReadCapacityUnits"):
+            return None
+        return {
+            "ReadCapacityUnits": int(throughput["ReadCapacityUnits"]),
+            "WriteCapacityUnits": int(throughput["WriteCapacityUnits"]),
+        }
 
     async def _create_table(self, spec: TableSpec) -> None:
         request: dict[str, Any] = {
@@ -186,6 +210,11 @@ class TableMigration:
             if _error_code(err) != "ResourceInUseException":
                 raise
         await self._wait_active(spec.name)
+        if spec.point_in_time_recovery:
+            await self._client.update_continuous_backups(
+                TableName=spec.name,
+                PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
+            )
 
     async def _wait_active(self, table: str, index: str | None = None) -> None:
         deadline = time.monotonic() + self._wait_seconds
@@ -196,7 +225,8 @@ class TableMigration:
                     i["IndexName"]: i.get("IndexStatus", "ACTIVE")
                     for i in described.get("GlobalSecondaryIndexes", [])
                 }
-                if index is None or statuses.get(index) == "ACTIVE":
+                waiting = [statuses.get(index)] if index else list(statuses.values())
+                if all(status == "ACTIVE" for status in waiting):
                     return
             if time.monotonic() > deadline:
                 what = f"index {index} on {table}" if index else f"table {table}"
