@@ -97,7 +97,16 @@ def verify(
             lost += 1
             problems.append(f"{run.export_id}: not finished ({job and job['status']})")
             continue
-        answers = [e for e in aws.history(run.arn) if e["type"] in ("TaskSucceeded", "TaskFailed")]
+        # The answers to RunExport (its SQS task), not the notification's SNS task.
+        answers = [
+            e
+            for e in aws.history(run.arn)
+            if e["type"] in ("TaskSucceeded", "TaskFailed")
+            and (e.get("taskSucceededEventDetails") or e.get("taskFailedEventDetails", {})).get(
+                "resourceType"
+            )
+            == "sqs"
+        ]
         if len(answers) != 1:
             duplicates += 1
         if (execution["status"], execution.get("error")) != (run.status, run.error):
