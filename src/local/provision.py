@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError
 
 from src.infrastructure.aws.template import load_template, resources_of_type
 from src.local import asl
-from src.local.template_deploy import Deployed, apply_ignored_properties, deploy
+from src.local.template_deploy import apply_ignored_properties, deploy
 
 _TEMPLATE = load_template()
 
@@ -103,12 +103,14 @@ def provision(
     ):
         if value is not None:
             values[key] = value
-    deployed = deploy(client("cloudformation"), name_prefix, values)
-    stack_resources = _physical_ids(client("cloudformation"), deployed.stack_name)
+    cloudformation = client("cloudformation")
+    deployed = deploy(cloudformation, name_prefix, values)
+    stack_resources = _physical_ids(cloudformation, deployed.stack_name)
+    stack_parameters = _parameter_values(cloudformation, deployed.stack_name)
     apply_ignored_properties(
         _TEMPLATE,
         stack_resources,
-        _parameter_values(client("cloudformation"), deployed.stack_name),
+        stack_parameters,
         client("dynamodb"),
         client("s3"),
     )
@@ -120,7 +122,7 @@ def provision(
         name = deployed.outputs[output].rstrip("/").rsplit("/", 1)[-1]
         return str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
 
-    _ensure_state_machines(client, deployed, stack_resources)
+    _ensure_state_machines(client, stack_resources, stack_parameters)
     return Resources(
         export_jobs_url=queue_url("ExportJobsQueueUrl"),
         export_jobs_dlq_url=queue_url("ExportJobsDlqUrl"),
@@ -148,15 +150,13 @@ def _parameter_values(cloudformation: Any, stack: str) -> dict[str, str]:
     return {p["ParameterKey"]: p["ParameterValue"] for p in described.get("Parameters", [])}
 
 
-def _ensure_state_machines(client: Any, deployed: Deployed, ids: dict[str, str]) -> None:
+def _ensure_state_machines(client: Any, ids: dict[str, str], parameters: dict[str, str]) -> None:
     """moto's CloudFormation creates state machines in a backend its Step Functions API does
     not serve when executions are simulated (moto 5.2.5): DescribeStateMachine does not find
     them. Each one missing is created through the API, with the definition rendered from the
     same file and the stack's own values; nothing is created where the stack's are found
     (LocalStack, a fixed moto)."""
     sfn = client("stepfunctions")
-    cloudformation = client("cloudformation")
-    parameters = _parameter_values(cloudformation, deployed.stack_name)
     for logical_id, resource in resources_of_type(
         _TEMPLATE, "AWS::StepFunctions::StateMachine"
     ).items():
