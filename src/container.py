@@ -95,10 +95,16 @@ def _dispatch_policy(s: Settings) -> DispatchPolicy:
     )
 
 
+def _heartbeats_if_enabled(settings: Settings, heartbeats: SendHeartbeats) -> SendHeartbeats | None:
+    """HEARTBEAT_INTERVAL_SECONDS=0 disables heartbeats, the poller's ones too."""
+    return heartbeats if settings.heartbeat_interval_seconds > 0 else None
+
+
 def _poll_lease(s: Settings) -> timedelta:
-    """Long enough for one poll with all its retries, so it never outlives its lease."""
-    budget = s.export_api_timeout_seconds * (s.export_api_max_retries + 1) + 5
-    return timedelta(seconds=max(s.poll_lease_seconds, budget))
+    """Renewed every third while the Export API answers (retries included): a poll never
+    outlives it, and at the default backoff cap (60 s) a claim's lease ends exactly when
+    the next poll is due, so a poll that finds the export not ready writes nothing more."""
+    return timedelta(seconds=s.poll_lease_seconds)
 
 
 def _consumer_settings(s: Settings, concurrency: int) -> ConsumerSettings:
@@ -213,6 +219,19 @@ class Container(containers.DeclarativeContainer):
         policy=providers.Callable(_dispatch_policy, settings),
         limits=providers.Factory(ExportLimits, max_files=settings.provided.max_files_per_job),
     )
+    cancel_job = providers.Factory(
+        CancelJob, jobs=jobs, complete_job=complete_job, events=events, clock=clock
+    )
+    send_heartbeats = providers.Factory(
+        SendHeartbeats,
+        jobs=jobs,
+        callbacks=callbacks,
+        cancel_job=cancel_job,
+        clock=clock,
+        interval=providers.Callable(
+            lambda s: timedelta(seconds=s.heartbeat_interval_seconds), settings
+        ),
+    )
     poll_export_status = providers.Factory(
         PollExportStatus,
         jobs=jobs,
@@ -222,6 +241,7 @@ class Container(containers.DeclarativeContainer):
         clock=clock,
         policy=poll_policy,
         lease=providers.Callable(_poll_lease, settings),
+        heartbeats=providers.Callable(_heartbeats_if_enabled, settings, send_heartbeats),
     )
     # one per replica: its workers share what they read of each job
     recent_jobs = providers.Singleton(RecentJobs, jobs=jobs, clock=clock)
@@ -262,19 +282,6 @@ class Container(containers.DeclarativeContainer):
         handler=providers.Factory(DownloadTaskHandler, process_file=process_file, owner=owner),
         settings=providers.Callable(
             _consumer_settings, settings, settings.provided.download_concurrency
-        ),
-    )
-    cancel_job = providers.Factory(
-        CancelJob, jobs=jobs, complete_job=complete_job, events=events, clock=clock
-    )
-    send_heartbeats = providers.Factory(
-        SendHeartbeats,
-        jobs=jobs,
-        callbacks=callbacks,
-        cancel_job=cancel_job,
-        clock=clock,
-        interval=providers.Callable(
-            lambda s: timedelta(seconds=s.heartbeat_interval_seconds), settings
         ),
     )
 

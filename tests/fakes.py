@@ -96,7 +96,12 @@ class InMemoryJobs:  # implements JobRepository
             self.items[job_id] = replace(job, heartbeat_stopped=stopped)
 
     async def claim_due_for_polling(
-        self, now: datetime, owner: str, until: datetime, limit: int
+        self,
+        now: datetime,
+        owner: str,
+        until: datetime,
+        limit: int,
+        heartbeat_at: datetime | None = None,
     ) -> list[ExportJob]:
         await asyncio.sleep(0)
         due = [
@@ -111,8 +116,18 @@ class InMemoryJobs:  # implements JobRepository
         for job in due[:limit]:
             leased = replace(job.claimed_for_polling(owner, until), version=job.version + 1)
             self.items[job.job_id] = leased
+            if heartbeat_at is not None:
+                self.next_heartbeats[job.job_id] = heartbeat_at
             claimed.append(leased)
         return claimed
+
+    async def renew_poll(self, job_id: str, owner: str, until: datetime) -> bool:
+        await asyncio.sleep(0)
+        job = self.items.get(job_id)
+        if job is None or job.status is not JobStatus.POLLING or job.lease_owner != owner:
+            return False
+        self.items[job_id] = replace(job, lease_expires_at=until)
+        return True
 
     async def advance_dispatch(
         self, job_id: str, owner: str, cursor: int, to: int | None, until: datetime

@@ -183,6 +183,21 @@ class ExportJob:
         state = self.poll or PollState.start(now, policy).claimed()
         return replace(self, poll=state.rescheduled(now, policy, error), updated_at=now).release()
 
+    @property
+    def next_poll_at(self) -> datetime | None:
+        """When a replica may poll it next: the scheduled poll, or the end of the lease
+        of the replica polling it if later (a claim's lease can be the schedule itself)."""
+        if self.poll is None:
+            return None
+        polling = self.status in (JobStatus.POLLING, JobStatus.PROCESSING)
+        if (
+            polling
+            and self.lease_expires_at is not None
+            and self.lease_expires_at > self.poll.next_at
+        ):
+            return self.lease_expires_at
+        return self.poll.next_at
+
     def polling_exhausted(self, now: datetime, policy: PollPolicy) -> bool:
         return self.poll is not None and self.poll.exhausted(now, policy)
 

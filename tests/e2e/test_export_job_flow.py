@@ -157,9 +157,12 @@ def test_a_second_delivery_neither_creates_a_job_nor_changes_the_first(
     assert service.logs().count('"duplicate export job ignored"') >= 2
 
 
-def test_a_used_token_is_recorded_as_a_failed_callback_and_the_job_stays_completed(
+def test_a_used_token_cancels_its_job_before_any_work_and_is_recorded_never_answered(
     aws: Aws, service: ServiceProcess
 ) -> None:
+    """A message carrying a token whose task is closed already: the first poll's heartbeat
+    finds the workflow gone (as AWS says it, TaskTimedOut), so the job is cancelled before
+    anything is copied, with the reason recorded, and no answer is sent to it."""
     first_id = str(uuid.uuid4())
     arn = aws.start_execution({"jobId": first_id, "exportId": f"t{_tag()}-files-1", "userId": "u"})
     assert aws.wait_execution(arn)["status"] == "SUCCEEDED"
@@ -170,19 +173,15 @@ def test_a_used_token_is_recorded_as_a_failed_callback_and_the_job_stays_complet
         {"jobId": job_id, "exportId": f"t{_tag()}-files-1", "userId": "u", "taskToken": used_token}
     )
 
-    job = wait_for(
-        lambda: (j := aws.job(job_id)) and j.get("callbackStatus") == "FAILED" and j,
-        60,
-        "failed callback recorded",
-    )
-    assert job["status"] == "COMPLETED"
+    job = aws.wait_job(job_id, ("CANCELLED",), timeout=60)
+    assert job["callbackStatus"] == "FAILED"
     assert job["callbackError"] in ("TaskTimedOut", "InvalidToken")
-    assert job["callbackAttempts"] == 1
+    assert job["callbackError"] in job["error"]["message"]
+    assert job["totalTasks"] == job["completedTasks"] == 0
     lines = [json.loads(line) for line in service.logs().splitlines() if job_id in line]
-    failures = [line for line in lines if line.get("event") == "workflow callback failed"]
-    assert len(failures) == 1
-    assert failures[0]["task_token"] == mask_token(used_token)
-    assert failures[0]["error_code"] == job["callbackError"]
+    refused = [line for line in lines if line.get("event") == "heartbeat refused: task closed"]
+    assert refused and refused[0]["task_token"] == mask_token(used_token)
+    assert not [line for line in lines if line.get("event") == "workflow answered"]
 
 
 def test_malformed_messages_are_rejected_with_a_reason_and_the_consumer_goes_on(
@@ -220,7 +219,7 @@ def test_the_admin_api_exposes_callback_and_download_counters(service: ServicePr
         if line.startswith("export_callbacks_total{") and 'outcome="delivered"' in line
     ]  # fmt: skip
     assert delivered and all(float(line.rsplit(" ", 1)[1]) >= 1 for line in delivered)
-    assert 'export_callbacks_total{code="TaskTimedOut",kind="success",outcome="rejected"}' in text
+    assert 'export_callbacks_total{code="TaskTimedOut",kind="heartbeat",outcome="rejected"}' in text
     assert 'export_downloads_total{outcome="failed"}' in text
     assert 'export_downloads_total{outcome="stored"}' in text
 

@@ -131,6 +131,48 @@ async def test_a_polling_claim_counts_the_attempt_and_a_failed_one_keeps_its_err
     assert read.lease_owner is None
 
 
+async def test_a_polling_claim_with_a_heartbeat_moves_the_next_heartbeat_with_it(jobs: Any):
+    """The poller heartbeats the jobs it claims: the claim itself takes the heartbeat, so
+    the heartbeat round finds the job due only at `heartbeat_at` (without it: at once)."""
+    at = T0 + timedelta(seconds=1)
+    until, beat_at = at + timedelta(seconds=60), at + timedelta(seconds=60)
+
+    async def claimed_for_polling(job: ExportJob, heartbeat_at: Any) -> None:
+        found = await jobs.claim_due_for_polling(at, "p", until, 1000, heartbeat_at=heartbeat_at)
+        assert job.job_id in {j.job_id for j in found}
+
+    async def heartbeats_due(now: Any) -> set[str]:
+        claimed = await jobs.claim_due_heartbeats(now, now + timedelta(seconds=60), 1000)
+        return {c.job_id for c in claimed}
+
+    beaten = await stored_job(jobs)
+    await claimed_for_polling(beaten, beat_at)
+    unbeaten = await stored_job(jobs)
+    await claimed_for_polling(unbeaten, None)
+    due = await heartbeats_due(at)
+    assert beaten.job_id not in due
+    assert unbeaten.job_id in due
+    assert beaten.job_id in await heartbeats_due(beat_at)
+
+
+async def test_a_renewed_poll_lease_keeps_the_job_from_others_and_only_its_owner_renews(
+    jobs: Any,
+):
+    job = await stored_job(jobs)
+    at = T0 + timedelta(seconds=1)
+    found = await jobs.claim_due_for_polling(at, "a", at + timedelta(seconds=60), 1000)
+    [claimed] = [j for j in found if j.job_id == job.job_id]
+    renewed_until = at + timedelta(seconds=100)
+    assert await jobs.renew_poll(job.job_id, "a", renewed_until)
+    assert not await jobs.renew_poll(job.job_id, "b", at + timedelta(seconds=200))
+    later = at + timedelta(seconds=61)  # the claim's own lease is over, the renewed one not
+    found = await jobs.claim_due_for_polling(later, "b", later + timedelta(seconds=60), 1000)
+    assert job.job_id not in {j.job_id for j in found}
+    saved = await jobs.save(claimed.polled(later, PollPolicy()))  # its version still holds
+    assert saved.lease_owner is None
+    assert not await jobs.renew_poll(job.job_id, "a", renewed_until)  # released: not its
+
+
 async def test_a_job_created_with_its_first_poll_scheduled_is_claimed_into_polling(jobs: Any):
     job = ExportJob.create(
         job_id=str(uuid.uuid4()), export_id="e", user_id="u", now=T0, policy=PollPolicy()

@@ -5,7 +5,7 @@ each file, and CompleteJob answers the workflow once."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -15,6 +15,7 @@ from src.application.commands import (
     PollDueJobsCommand,
     ProcessFileCommand,
     ResumeDispatchCommand,
+    SendHeartbeatsCommand,
     StartExportJobCommand,
 )
 from src.application.ports.export_api import (
@@ -25,12 +26,15 @@ from src.application.ports.export_api import (
     ExportStatus,
 )
 from src.application.ports.work_queue import PublishFailed
+from src.application.ports.workflow_callbacks import CallbackUnavailable, TaskClosed
 from src.application.services.recent_jobs import RecentJobs
 from src.application.services.workflow_answers import WorkflowAnswers
+from src.application.use_cases.cancel_job import CancelJob
 from src.application.use_cases.complete_job import CompleteJob
 from src.application.use_cases.dispatch_download_tasks import DispatchDownloadTasks, DispatchPolicy
 from src.application.use_cases.poll_export_status import PollExportStatus
 from src.application.use_cases.process_file import ProcessFile
+from src.application.use_cases.send_heartbeats import SendHeartbeats
 from src.application.use_cases.start_export_job import StartExportJob
 from src.domain.errors import JobErrorCode
 from src.domain.export_job import ExportJob, JobError
@@ -58,6 +62,7 @@ POLICY = PollPolicy(
     deadline=timedelta(hours=1),
 )
 LEASE = timedelta(seconds=30)
+MINUTE = timedelta(seconds=60)
 # Small chunks, so every flow here dispatches in several.
 DISPATCH = DispatchPolicy(chunk=2, lease=LEASE, max_attempts=3, retry_after=timedelta(seconds=10))
 
@@ -74,7 +79,13 @@ def files(count: int) -> list[ExportFile]:
 
 class Pipeline:
     def __init__(
-        self, *script: ExportStatus | Exception, failing: Sequence[str] = (), token=RAW_TOKEN
+        self,
+        *script: ExportStatus | Exception,
+        failing: Sequence[str] = (),
+        token=RAW_TOKEN,
+        policy: PollPolicy = POLICY,
+        lease: timedelta = LEASE,
+        heartbeat: timedelta | None = None,
     ) -> None:
         self.token = token
         self.clock = FixedClock()
@@ -98,15 +109,22 @@ class Pipeline:
         )
         dispatch = self.dispatch
         answers = WorkflowAnswers(self.jobs, self.callbacks, self.clock)
-        self.start = StartExportJob(self.jobs, self.events, self.clock, answers, POLICY)
-        self.poller = PollExportStatus(
-            self.jobs, self.api, dispatch, complete, self.clock, POLICY, LEASE
+        self.start = StartExportJob(self.jobs, self.events, self.clock, answers, policy)
+        cancel = CancelJob(self.jobs, complete, self.events, self.clock)
+        self.heartbeats = SendHeartbeats(
+            self.jobs, self.callbacks, cancel, self.clock, heartbeat or MINUTE
         )
+        self.poller = PollExportStatus(
+            self.jobs, self.api, dispatch, complete, self.clock, policy, lease,
+            self.heartbeats if heartbeat else None,
+        )  # fmt: skip
         self.worker = ProcessFile(
             RecentJobs(self.jobs, self.clock), self.tasks, self.transfer, complete, self.events,
             self.clock, LEASE,
         )  # fmt: skip
         self.poll_times: list[datetime] = []
+        self.poll_saves: list[int] = []  # save() calls per poll round, besides the claim
+        self.poll_errors: list[str | None] = []  # the stored last error after each round
 
     async def resume_dispatch(self, owner: str = "resumer") -> None:
         """Whenever an unfinished dispatch is free again, let another replica carry it on."""
@@ -134,10 +152,13 @@ class Pipeline:
         token = TaskToken(self.token) if self.token else None
         await self.start.execute(StartExportJobCommand(JOB_ID, EXPORT_ID, USER_ID, {}, token))
         while self.job.status in (JobStatus.PROCESSING, JobStatus.POLLING):
-            assert self.job.poll is not None
-            self.clock.current = max(self.clock.now(), self.job.poll.next_at)
+            assert self.job.next_poll_at is not None
+            self.clock.current = max(self.clock.now(), self.job.next_poll_at)
             self.poll_times.append(self.clock.now())
+            saves = self.jobs.saves
             await self.poller.execute(PollDueJobsCommand(owner="poller-1"))
+            self.poll_saves.append(self.jobs.saves - saves)
+            self.poll_errors.append(self.job.poll.last_error if self.job.poll else None)
             assert len(self.poll_times) <= 50, "polling never ended"
         await self.resume_dispatch()
         sent = len(self.queue.refs)
@@ -266,6 +287,150 @@ async def test_polls_until_ready_then_completes():
     assert len(flow.api.calls) == 3
     assert flow.intervals() == [5.0, 10.0]
     assert job.status is JobStatus.COMPLETED
+
+
+CAPPED = PollPolicy(
+    first_interval=timedelta(seconds=5),
+    max_interval=timedelta(seconds=60),
+    factor=2.0,
+    max_attempts=20,
+    deadline=timedelta(hours=1),
+)
+
+
+async def test_a_poll_at_the_backoff_cap_writes_only_its_claim_and_keeps_the_schedule():
+    """Held exports cost one write a minute, not two: once the interval has reached the
+    lease, the claim's lease is the schedule. The polling cadence is the same."""
+    pending = [status(ExportState.PENDING)] * 7
+    flow = Pipeline(*pending, status(ExportState.READY, files(1)), policy=CAPPED, lease=MINUTE)
+    job = await flow.run()
+    assert flow.intervals() == [5.0, 10.0, 20.0, 40.0, 60.0, 60.0, 60.0]
+    # Polls 1-4 back off by less than the lease: their next poll is written. From then
+    # on the claim's lease (60 s) falls due exactly at the next poll.
+    assert flow.poll_saves[:7] == [1, 1, 1, 1, 0, 0, 0]
+    assert job.status is JobStatus.COMPLETED
+    assert len(flow.api.calls) == 8  # 7 not ready, then ready
+
+
+async def test_a_capped_poll_after_a_failed_attempt_writes_to_clear_the_error():
+    boom = RuntimeError("export api client broke")
+    script = [status(ExportState.PENDING)] * 5 + [boom, status(ExportState.PENDING)]
+    flow = Pipeline(*script, status(ExportState.READY, files(1)), policy=CAPPED, lease=MINUTE)
+    job = await flow.run()
+    # the 6th poll failed (its error written), the 7th was not ready: written to clear it
+    assert flow.poll_saves[4:7] == [0, 1, 1]
+    assert flow.poll_errors[4:7] == [None, "RuntimeError: export api client broke", None]
+    assert flow.intervals()[4:] == [60.0, 60.0, 60.0]
+    assert job.status is JobStatus.COMPLETED
+
+
+async def test_a_capped_poll_ending_after_a_tenth_of_its_interval_writes_its_schedule():
+    flow = Pipeline(status(ExportState.PENDING), policy=CAPPED, lease=MINUTE)
+    slow = flow.api.get_export
+
+    async def answering_late(export_id: str) -> ExportStatus:
+        flow.clock.current += timedelta(seconds=7)  # more than 6 s: the lease is too early
+        return await slow(export_id)
+
+    flow.api.get_export = answering_late  # type: ignore[method-assign]
+    token = TaskToken(RAW_TOKEN)
+    await flow.start.execute(StartExportJobCommand(JOB_ID, EXPORT_ID, USER_ID, {}, token))
+    for _ in range(6):
+        assert flow.job.next_poll_at is not None
+        flow.clock.current = max(flow.clock.now(), flow.job.next_poll_at)
+        saves = flow.jobs.saves
+        await flow.poller.execute(PollDueJobsCommand(owner="poller-1"))
+        flow.poll_saves.append(flow.jobs.saves - saves)
+    assert flow.poll_saves == [1] * 6
+    assert flow.job.next_poll_at == flow.clock.now() + timedelta(seconds=60)
+
+
+async def test_a_slow_export_api_answer_keeps_the_poll_leased_until_it_comes():
+    """The poll lease is renewed while the Export API takes its time, so no other replica
+    polls the job meanwhile, however long the answer (and its retries) take."""
+    lease = timedelta(seconds=1.5)  # renewed every 0.5 s of real time
+    flow = Pipeline(status(ExportState.PENDING), lease=lease)
+    token = TaskToken(RAW_TOKEN)
+    await flow.start.execute(StartExportJobCommand(JOB_ID, EXPORT_ID, USER_ID, {}, token))
+    answer, answering = asyncio.Event(), flow.api.get_export
+
+    async def slow(export_id: str) -> ExportStatus:
+        await answer.wait()
+        return await answering(export_id)
+
+    flow.api.get_export = slow  # type: ignore[method-assign]
+    assert flow.job.next_poll_at is not None
+    flow.clock.current = flow.job.next_poll_at
+    polling = asyncio.create_task(flow.poller.execute(PollDueJobsCommand(owner="poller-1")))
+    await wait_until(lambda: flow.job.lease_owner == "poller-1")
+    first_until = flow.job.lease_expires_at
+    assert first_until is not None
+    flow.clock.advance(1)
+    await wait_until(lambda: (flow.job.lease_expires_at or first_until) > first_until)
+    flow.clock.current = first_until + timedelta(seconds=0.1)  # the claim's lease is over
+    other = await flow.poller.execute(PollDueJobsCommand(owner="poller-2"))
+    assert other.claimed == 0
+    answer.set()
+    await polling
+    assert flow.api.calls == [EXPORT_ID]
+    assert flow.job.status is JobStatus.POLLING and flow.job.lease_owner is None
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 10) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.05)
+
+
+# --- heartbeats with the poll ---------------------------------------------------------
+
+
+async def held(*script: ExportStatus | Exception) -> Pipeline:
+    """A job waiting on its export, its workflow heartbeaten by the poller's claims."""
+    flow = Pipeline(*script, policy=CAPPED, lease=MINUTE, heartbeat=MINUTE)
+    token = TaskToken(RAW_TOKEN)
+    await flow.start.execute(StartExportJobCommand(JOB_ID, EXPORT_ID, USER_ID, {}, token))
+    return flow
+
+
+async def poll_when_due(flow: Pipeline) -> None:
+    assert flow.job.next_poll_at is not None
+    flow.clock.current = max(flow.clock.now(), flow.job.next_poll_at)
+    await flow.poller.execute(PollDueJobsCommand(owner="poller-1"))
+
+
+async def test_each_poll_heartbeats_the_workflow_and_the_heartbeat_round_has_nothing_due():
+    """A job waiting on its export costs one write a poll: the poll claim moves the next
+    heartbeat and the poller sends it, so the heartbeat round claims nothing."""
+    flow = await held(status(ExportState.PENDING))
+    assert (await flow.heartbeats.execute(SendHeartbeatsCommand())).sent == 1  # due at once
+    for n in range(1, 10):
+        await poll_when_due(flow)
+        assert len(flow.callbacks.heartbeats) == 1 + n
+        assert flow.jobs.next_heartbeats[JOB_ID] == flow.clock.now() + MINUTE
+        assert (await flow.heartbeats.execute(SendHeartbeatsCommand())).sent == 0
+    assert flow.job.status is JobStatus.POLLING
+    assert flow.callbacks.heartbeats == [RAW_TOKEN] * 10
+
+
+async def test_a_poll_finding_its_workflow_gone_cancels_the_job_and_does_not_poll():
+    flow = await held(status(ExportState.READY, files(3)))
+    flow.callbacks.fail_heartbeats_for(RAW_TOKEN, TaskClosed("TaskTimedOut", "gone"))
+    await poll_when_due(flow)
+    assert flow.api.calls == []
+    assert flow.job.status is JobStatus.CANCELLED
+    assert flow.queue.refs == []  # nothing dispatched
+    assert flow.callbacks.failures == [] and flow.callbacks.successes == []
+
+
+async def test_a_heartbeat_that_cannot_be_delivered_does_not_hold_up_the_poll():
+    flow = await held(status(ExportState.PENDING), status(ExportState.READY, files(1)))
+    flow.callbacks.fail_heartbeats_for(RAW_TOKEN, CallbackUnavailable("ThrottlingException"))
+    await poll_when_due(flow)
+    await poll_when_due(flow)
+    assert flow.api.calls == [EXPORT_ID, EXPORT_ID]
+    assert flow.job.status is JobStatus.DOWNLOADING
+    assert flow.callbacks.heartbeat_attempts == [RAW_TOKEN, RAW_TOKEN]
 
 
 async def test_retryable_api_error_then_ready_completes():

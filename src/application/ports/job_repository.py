@@ -57,11 +57,24 @@ class JobRepository(Protocol):
         ...
 
     async def claim_due_for_polling(
-        self, now: datetime, owner: str, until: datetime, limit: int
+        self,
+        now: datetime,
+        owner: str,
+        until: datetime,
+        limit: int,
+        heartbeat_at: datetime | None = None,
     ) -> list[ExportJob]:
         """POLLING jobs whose next poll is due and whose lease (if any) has expired,
         leased to `owner` until `until` with one conditional write each, so exactly one
-        replica polls a job at a time. A dead owner's lease simply runs out."""
+        replica polls a job at a time. A dead owner's lease simply runs out. With
+        `heartbeat_at`, the same write moves the job's next heartbeat there: the poller
+        heartbeats the claimed jobs' workflows itself (one write a poll, not two)."""
+        ...
+
+    async def renew_poll(self, job_id: str, owner: str, until: datetime) -> bool:
+        """Extend `owner`'s lease on a POLLING job it claimed to `until` (the job stays
+        due then): a slow Export API answer keeps its poll exclusive. False when the job
+        is no longer POLLING under `owner`'s lease (another replica took it over)."""
         ...
 
     async def advance_dispatch(

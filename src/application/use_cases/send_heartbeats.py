@@ -53,10 +53,13 @@ class SendHeartbeats:
     async def execute(self, command: SendHeartbeatsCommand) -> HeartbeatReport:
         now = self.clock.now()
         due = await self.jobs.claim_due_heartbeats(now, now + self.interval, command.limit)
-        results = await asyncio.gather(*(self._beat(job) for job in due))
+        results = await asyncio.gather(*(self.beat(job) for job in due))
         return HeartbeatReport(sent=len(due), cancelled=sum(results))
 
-    async def _beat(self, job: ExportJob) -> bool:
+    async def beat(self, job: ExportJob) -> bool:
+        """Heartbeat each workflow of a job whose heartbeat was just claimed (by this
+        round, or by the poller's claim, which moves it too); True when every workflow
+        had stopped waiting and the job was cancelled."""
         with job_context(job):
             closed: dict[TaskToken, str] = {}
             invalid: list[TaskToken] = []

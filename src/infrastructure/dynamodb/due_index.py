@@ -16,7 +16,7 @@ from src.domain.job_status import JobStatus
 from src.domain.time import iso_ms
 
 NAME = "due-index"
-# Jobs with a workflow to keep alive, by nextHeartbeatAt (which only the heartbeat moves).
+# Jobs with a workflow to keep alive, by nextHeartbeatAt (moved by heartbeat and poll claims).
 HEARTBEAT_INDEX = "heartbeat-index"
 HEARTBEAT_DUE = "HB"
 DUE_AT_ONCE = "1970-01-01T00:00:00.000Z"  # a nextHeartbeatAt before any other: due now
@@ -30,9 +30,9 @@ def keys(job: ExportJob) -> dict[str, Any]:
         return {"dueKind": DISPATCH, "dueAt": iso_ms(job.lease_expires_at or job.updated_at)}
     polled = job.status is JobStatus.PROCESSING and job.poll is not None  # first poll due
     if job.status is JobStatus.POLLING or polled:
-        at = job.poll.next_at if job.poll else job.updated_at
-        if job.lease_expires_at is not None and job.lease_expires_at > at:
-            at = job.lease_expires_at
+        at = job.next_poll_at
+        if at is None:  # left POLLING by the original service: due now, or when leased out
+            at = max(job.updated_at, job.lease_expires_at or job.updated_at)
         return {"dueKind": POLL, "dueAt": iso_ms(at)}
     return {"dueKind": None, "dueAt": None}
 

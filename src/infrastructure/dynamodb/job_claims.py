@@ -54,6 +54,24 @@ async def advance(
     )
 
 
+async def renew_poll(client: Any, table: str, job_id: str, owner: str, until: datetime) -> bool:
+    """The poller's lease moved on (and `dueAt` with it); `version` stays, so the snapshot
+    it holds can still be saved."""
+    return await _conditional(
+        client,
+        TableName=table,
+        Key={"jobId": {"S": job_id}},
+        UpdateExpression="SET leaseExpiresAt = :until, dueAt = :until",
+        ConditionExpression="#s = :polling AND leaseOwner = :owner",
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues={
+            ":polling": {"S": JobStatus.POLLING.value},
+            ":owner": {"S": owner},
+            ":until": {"S": iso_ms(until)},
+        },
+    )
+
+
 async def record_failure(
     client: Any, table: str, job_id: str, owner: str, cursor: int, error: str, retry_at: datetime
 ) -> bool:
@@ -112,10 +130,18 @@ async def claim_dispatch(
 
 
 async def claim_poll(
-    client: Any, table: str, job_id: str, owner: str, until: datetime, now: datetime
-) -> dict[str, Any] | None:
+    client: Any, table: str, job_id: str, owner: str, until: datetime, now: datetime,
+    heartbeat_at: datetime | None = None,
+) -> dict[str, Any] | None:  # fmt: skip
     """A job whose next poll is due, leased with the attempt counted: POLLING, or
-    PROCESSING with its first poll scheduled at creation (moved to POLLING here)."""
+    PROCESSING with its first poll scheduled at creation (moved to POLLING here). With
+    `heartbeat_at`, nextHeartbeatAt moves there in the same write: the poller sends the
+    heartbeats (harmless on a job without workflows: not on the heartbeat-index)."""
+    extra = {":processing": {"S": JobStatus.PROCESSING.value}}
+    sets = "#s = :status, "
+    if heartbeat_at is not None:
+        sets += "nextHeartbeatAt = :heartbeat, "
+        extra[":heartbeat"] = {"S": iso_ms(heartbeat_at)}
     return await _claim(
         client, table, job_id, owner, until, now,
         counter="pollAttempts",
@@ -123,8 +149,8 @@ async def claim_poll(
         condition=f"(#s = :status OR (#s = :processing AND attribute_exists(nextPollAt))) "
         f"AND {_FREE} AND (attribute_not_exists(nextPollAt) OR nextPollAt <= :now)",
         status=JobStatus.POLLING,
-        sets="#s = :status, ",
-        extra={":processing": {"S": JobStatus.PROCESSING.value}},
+        sets=sets,
+        extra=extra,
     )  # fmt: skip
 
 

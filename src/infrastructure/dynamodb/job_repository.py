@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime
@@ -115,11 +116,18 @@ class DynamoDbJobRepository:  # implements JobRepository
         return f"attribute_exists(jobId) AND {version} AND (NOT #st IN ({terminal}) OR #st = :same)"
 
     async def claim_due_for_polling(
-        self, now: datetime, owner: str, until: datetime, limit: int
+        self,
+        now: datetime,
+        owner: str,
+        until: datetime,
+        limit: int,
+        heartbeat_at: datetime | None = None,
     ) -> list[ExportJob]:
-        return await self._claim_due(
-            due_index.POLL, job_claims.claim_poll, now, owner, until, limit
-        )
+        claim = functools.partial(job_claims.claim_poll, heartbeat_at=heartbeat_at)
+        return await self._claim_due(due_index.POLL, claim, now, owner, until, limit)
+
+    async def renew_poll(self, job_id: str, owner: str, until: datetime) -> bool:
+        return await job_claims.renew_poll(self._client, self._table, job_id, owner, until)
 
     async def advance_dispatch(
         self, job_id: str, owner: str, cursor: int, to: int | None, until: datetime
@@ -222,7 +230,8 @@ class DynamoDbJobRepository:  # implements JobRepository
     async def _move_heartbeat(
         self, job_id: str, now: datetime, next_at: datetime
     ) -> dict[str, Any] | None:
-        """nextHeartbeatAt is owned by the heartbeat alone: save() never moves it."""
+        """nextHeartbeatAt is owned by the heartbeats (this claim, or a poll claim that sends
+        them with the poll): save() never moves it."""
         try:
             response = await self._client.update_item(
                 TableName=self._table,
@@ -331,7 +340,7 @@ def update_request(table: str, saved: ExportJob) -> dict[str, Any]:
         else:
             sets.append(f"#a{i} = :a{i}")
             attrs[f":a{i}"] = to_attr(value)
-    if values.get("heartbeatDue"):  # on the heartbeat schedule (which only it moves)
+    if values.get("heartbeatDue"):  # on the heartbeat schedule (which its claims move)
         sets.append("nextHeartbeatAt = if_not_exists(nextHeartbeatAt, :hb0)")
         attrs[":hb0"] = {"S": due_index.DUE_AT_ONCE}
     expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")

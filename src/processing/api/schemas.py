@@ -157,7 +157,7 @@ def job_detail(
         "metadata": dict(job.metadata),
         "poll": {
             "attempts": poll.attempts,
-            "nextAt": poll.next_at,
+            "nextAt": job.next_poll_at,
             "deadline": poll.deadline,
             "lastError": poll.last_error,
         }
