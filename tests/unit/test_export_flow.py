@@ -289,13 +289,7 @@ async def test_polls_until_ready_then_completes():
     assert job.status is JobStatus.COMPLETED
 
 
-CAPPED = PollPolicy(
-    first_interval=timedelta(seconds=5),
-    max_interval=timedelta(seconds=60),
-    factor=2.0,
-    max_attempts=20,
-    deadline=timedelta(hours=1),
-)
+CAPPED = replace(POLICY, max_attempts=20)  # long enough to reach the 60 s cap
 
 
 async def test_a_poll_at_the_backoff_cap_writes_only_its_claim_and_keeps_the_schedule():
