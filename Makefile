@@ -39,8 +39,14 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	else echo "chromium/chromedriver missing: the console's browser test will be skipped"; fi
 
+# Test files run in parallel (pytest-xdist), each whole file on one worker, the longest
+# first (tests/conftest.py): most of the suite's time is spent waiting on leases and
+# timeouts, not CPU. TEST_WORKERS=0 runs everything in this one process.
+TEST_WORKERS ?= 3
+
 test: lint browser
-	$(VENV)/bin/pytest --basetemp=$(CURDIR)/.pytest_tmp --durations=40
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+	  --basetemp=$(CURDIR)/.pytest_tmp --durations=40
 
 unit: $(VENV)/.synced
 	$(VENV)/bin/pytest tests/unit

@@ -105,8 +105,14 @@ def test_the_console_shows_progress_and_retries_a_partly_failed_job(
                     30, "the failed files")  # fmt: skip
     driver.find_element(By.ID, "retry").click()  # type: ignore[attr-defined]
     wait_for(lambda: file_states() == ["COMPLETED"] * 4 or None, 60, "the retried files")
-    status = driver.find_element(By.CSS_SELECTOR, "#facts .status").text  # type: ignore[attr-defined]
-    assert status == "status: COMPLETED"
+
+    # The job ends a moment after its last file (a separate conditional write), so a
+    # refresh can show every file COMPLETED while the job still says DOWNLOADING.
+    def status() -> str:
+        return driver.find_element(By.CSS_SELECTOR, "#facts .status").text  # type: ignore[attr-defined,no-any-return]
+
+    wait_for(lambda: status() != "status: DOWNLOADING", 30, "the job to end")
+    assert status() == "status: COMPLETED"
     screenshot = tmp_path / "console.png"
     driver.save_screenshot(str(screenshot))  # type: ignore[attr-defined]
     assert screenshot.stat().st_size > 10_000

@@ -1,24 +1,24 @@
-"""The fault-injection suite prints one table row per scenario at the end of the run."""
+"""The fault-injection suite's rows go on each test's report; tests/conftest.py prints
+them as one table at the end of the run (under xdist the rows are made on a worker)."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.faults.workload import RESULTS
+from tests.faults.workload import RESULTS, ROW_PROPERTY
 
 
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not RESULTS:
-        return
-    header = f"{'scenario':<34}{'jobs':>6}{'faults injected':>17}{'jobs lost':>11}{'duplicate callbacks':>21}{'refused extra sends':>21}"
-    terminalreporter.write_sep("=", "fault injection")
-    terminalreporter.write_line(header)
-    for r in RESULTS:
-        terminalreporter.write_line(
-            f"{r.scenario:<34}{r.jobs:>6}{r.faults:>17}{r.lost:>11}{r.duplicates:>21}{r.refused_sends:>21}"
-        )
+@pytest.fixture(autouse=True)
+def _report_rows(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Whatever rows the test added (after its own changes to them) go on its report."""
+    first = len(RESULTS)
+    yield
+    for result in RESULTS[first:]:
+        request.node.user_properties.append((ROW_PROPERTY, dataclasses.asdict(result)))
 
 
 @pytest.fixture(autouse=True)

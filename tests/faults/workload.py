@@ -6,6 +6,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from src.local.sandbox import SandboxExportApi
 from src.local.stack import EmbeddedStack
@@ -62,6 +63,18 @@ class Result:
 
 
 RESULTS: list[Result] = []
+# Each test's rows travel on its report under this name (user_properties): under xdist
+# they are made on a worker and printed by the controller (tests/conftest.py).
+ROW_PROPERTY = "fault_injection_row"
+
+
+def table_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The suite's table: a header and one line per scenario (Result fields as a dict)."""
+    header = f"{'scenario':<34}{'jobs':>6}{'faults injected':>17}{'jobs lost':>11}{'duplicate callbacks':>21}{'refused extra sends':>21}"
+    return [header] + [
+        f"{r['scenario']:<34}{r['jobs']:>6}{r['faults']:>17}{r['lost']:>11}{r['duplicates']:>21}{r['refused_sends']:>21}"
+        for r in rows
+    ]
 
 
 def start(aws: Aws) -> list[Run]:

@@ -470,8 +470,12 @@ async def test_an_interrupted_copy_resumes_from_its_last_stored_part(
     url, key = url_of(sandbox, export_id), f"exports/{export_id}/0_file-0.bin"
     checkpoints = await copy_until_checkpoints(big_transfer(make_transfer), url, key, 3)
     last = checkpoints[2]  # a part in flight may have been stored too before the kill
-    assert [p.number for p in last.parts] == [1, 2, 3]
-    assert last.next_offset == 3 * PART
+    # A checkpoint covers every part stored without a gap by then: usually one more part
+    # each, but when two parts land before a checkpoint runs (a busy machine) it has both.
+    stored = len(last.parts)
+    assert 3 <= stored < SIZE // PART  # some parts stored, some still to copy
+    assert [p.number for p in last.parts] == list(range(1, stored + 1))
+    assert last.next_offset == stored * PART
     sent_before = sandbox.bytes_sent(export_id)
 
     result = await big_transfer(make_transfer).transfer(url, key, expected_size=SIZE, resume=last)
