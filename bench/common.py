@@ -263,3 +263,39 @@ def per_unit_rows(
     }
     ranked = sorted(per_unit.items(), key=lambda item: -item[1])
     return [(f"  per {unit}: {name}", f"{n:.2f}") for name, n in ranked]
+
+
+def emulator_by_operation(
+    cpu: dict[str, float], calls: dict[str, int], units: int
+) -> dict[str, dict[str, float]]:
+    """{operation: {"ms_per_unit", "ms_per_call"}}, the costliest per unit first."""
+    shown = {
+        op: {"ms_per_unit": seconds * 1000 / units, "ms_per_call": seconds * 1000 / calls[op]}
+        for op, seconds in cpu.items()
+        if calls.get(op)
+    }
+    return dict(sorted(shown.items(), key=lambda kv: -kv[1]["ms_per_unit"]))
+
+
+def emulator_rows(by_operation: dict[str, Any] | None, unit: str) -> list[tuple[str, str]]:
+    """Emulator CPU by operation: the service's per unit and per call, with the baseline's
+    per call where it makes the same call."""
+    if not by_operation:
+        return []  # a result from before the emulator kept CPU by operation
+    service, baseline = by_operation["service"], by_operation["baseline"]
+    rows = [
+        (
+            f"emulator CPU per {unit} (total of operations): service / baseline",
+            "{:.1f} / {:.1f} ms".format(
+                sum(f["ms_per_unit"] for f in service.values()),
+                sum(f["ms_per_unit"] for f in baseline.values()),
+            ),
+        )
+    ]
+    for op, f in service.items():
+        theirs = baseline.get(op)
+        per_call = f"{f['ms_per_call']:.2f} ms a call" + (
+            f" (baseline {theirs['ms_per_call']:.2f})" if theirs else ""
+        )
+        rows.append((f"  emulator, {op}", f"{f['ms_per_unit']:.2f} ms per {unit}, {per_call}"))
+    return rows

@@ -24,6 +24,8 @@ from typing import Any
 
 from bench.common import (
     RESULTS_DIR,
+    emulator_by_operation,
+    emulator_rows,
     finish,
     machine,
     per_unit_rows,
@@ -65,6 +67,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             send_jobs(aws, EXPORT_ID, job_ids)
             _wait_completed(aws, job_ids, args.timeout)
             calls = stack.aws.calls_by(SERVICE_KEY)
+            moto_cpu = stack.aws.cpu_by(SERVICE_KEY)
             cpu = proc_cpu_seconds(service.pid) - cpu_before
             seen = time.time()
             problems = _check(aws, job_ids, 0)
@@ -83,7 +86,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             env,
             timeout=args.timeout,
         )
-        baseline_calls = sum(stack.aws.calls_by("baseline").values())
+        baseline_by_operation = stack.aws.calls_by("baseline")
+        baseline_moto_cpu = stack.aws.cpu_by("baseline")
+        baseline_calls = sum(baseline_by_operation.values())
     finally:
         stack.stop()
     seconds = done - sent
@@ -109,6 +114,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "aws_calls_per_job": baseline_calls / baseline["jobs"],
         },
         "ratio_jobs_per_s": (args.jobs / seconds) / baseline["jobs_per_s"],
+        # What handling each operation cost the emulator (moto and its accounting), per
+        # job and per call: the emulator sets the pace of both runs.
+        "emulator_cpu_by_operation": {
+            "service": emulator_by_operation(moto_cpu, calls, args.jobs),
+            "baseline": emulator_by_operation(
+                baseline_moto_cpu, baseline_by_operation, baseline["jobs"]
+            ),
+        },
         "log_dir": str(log_dir),
     }
 
@@ -125,6 +138,7 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str]]:
         ("baseline jobs/s", f"{b['jobs_per_s']:.1f}"),
         ("ratio (service / baseline)", f"{result['ratio_jobs_per_s']:.2f}"),
     ]  # fmt: skip
+    figures += emulator_rows(result.get("emulator_cpu_by_operation"), "job")
     return figures + per_unit_rows(s["calls_by_operation"], jobs, "job")
 
 

@@ -27,6 +27,8 @@ from typing import Any
 from bench.common import (
     RESULTS_DIR,
     Replicas,
+    emulator_by_operation,
+    emulator_rows,
     finish,
     machine,
     per_unit_rows,
@@ -189,6 +191,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             done = _wait_completed(aws, job_ids, args.timeout)
             calls = stack.aws.calls_by(SERVICE_KEY)
             writes = stack.aws.writes_by(SERVICE_KEY)
+            moto_cpu = stack.aws.cpu_by(SERVICE_KEY)
             cpu_by_replica = {
                 name: seconds - cpu_before[name] for name, seconds in replicas.cpu_seconds().items()
             }
@@ -217,6 +220,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         baseline_emulator_cpu = proc_cpu_seconds() - emulator_before
         baseline_writes = stack.aws.writes_by(BASELINE_KEY)
+        baseline_calls = stack.aws.calls_by(BASELINE_KEY)
+        baseline_moto_cpu = stack.aws.cpu_by(BASELINE_KEY)
     finally:
         stack.stop()
     total_files = args.jobs * args.files
@@ -263,6 +268,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "emulator_cpu_ms_per_file": {
             "service": emulator_cpu * 1000 / total_files,
             "baseline": baseline_emulator_cpu * 1000 / baseline["files"],
+        },
+        # Of that, what handling each operation took (moto's work and the accounting, on
+        # the request's thread): per file, and per call.
+        "emulator_cpu_by_operation": {
+            "service": emulator_by_operation(moto_cpu, calls, total_files),
+            "baseline": emulator_by_operation(baseline_moto_cpu, baseline_calls, baseline["files"]),
         },
         "idle": {  # every replica running: the rates are for all of them, and per replica
             "seconds": args.idle_seconds,
@@ -319,6 +330,7 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str]]:
                 "{service:.1f} / {baseline:.1f} ms".format(**result["emulator_cpu_ms_per_file"]),
             )
         )
+    figures += emulator_rows(result.get("emulator_cpu_by_operation"), "file")
     figures.append(
         (
             "idle calls/s (all / besides long polls)",

@@ -46,8 +46,9 @@ import re
 import signal
 import sys
 import threading
+import time
 import urllib.request
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
@@ -251,6 +252,9 @@ class _Middleware:
         self._app = app
         self._counts: Counter[str] = Counter()
         self._by_caller: Counter[tuple[str, str]] = Counter()  # (access key, operation)
+        # CPU seconds this process spent handling them (the request's thread, moto's work
+        # and the write and read accounting; not the HTTP server's reading and writing)
+        self._cpu_by_caller: defaultdict[tuple[str, str], float] = defaultdict(float)
         self._faults = 0
         self._counts_lock = threading.Lock()
         self._dynamodb_lock = threading.Lock()
@@ -275,6 +279,22 @@ class _Middleware:
                 self._faults += 1
             return self._throttle(start_response)
 
+        started = time.thread_time()
+        try:
+            return self._handle(environ, start_response, operation, target, caller)
+        finally:
+            spent = time.thread_time() - started
+            with self._counts_lock:
+                self._cpu_by_caller[(caller, named)] += spent
+
+    def _handle(
+        self,
+        environ: dict[str, Any],
+        start_response: StartResponse,
+        operation: str | None,
+        target: str | None,
+        caller: str,
+    ) -> Iterable[bytes]:
         if target is not None and target.startswith(_DYNAMODB_TARGET_PREFIX):
             with self._dynamodb_lock:
                 # Consume the whole response inside the lock: the write is finished before
@@ -308,6 +328,10 @@ class _Middleware:
         with self._counts_lock:
             return {op: n for (who, op), n in self._by_caller.items() if who == caller}
 
+    def cpu_by(self, caller: str) -> dict[str, float]:
+        with self._counts_lock:
+            return {op: t for (who, op), t in self._cpu_by_caller.items() if who == caller}
+
     @property
     def faults(self) -> int:
         with self._counts_lock:
@@ -317,6 +341,7 @@ class _Middleware:
         with self._counts_lock:
             self._counts.clear()
             self._by_caller.clear()
+            self._cpu_by_caller.clear()
             self._faults = 0
         self.writes.reset()
         self.reads.reset()
@@ -460,6 +485,12 @@ class EmbeddedAws:
         """Requests signed with access key `caller`, by operation: the full X-Amz-Target
         (``DynamoDB_20120810.GetItem``), a query protocol's Action, or ``S3.<METHOD>``."""
         return self._require_middleware().calls_by(caller)
+
+    def cpu_by(self, caller: str) -> dict[str, float]:
+        """CPU seconds this process spent handling `caller`'s requests, by operation (named
+        as in `calls_by`): moto's work and the accounting, measured on the request's thread
+        (`time.thread_time`), without the HTTP server's reading and writing."""
+        return self._require_middleware().cpu_by(caller)
 
     def writes_by(self, caller: str) -> dict[str, dict[str, int]]:
         """DynamoDB writes signed with access key `caller`, as AWS bills them, by table

@@ -45,7 +45,14 @@ def test_small_files_runs_correctly_and_counts_the_services_calls(tmp_path: Path
     assert writes["per_file"]["tasks"]["write_units"] >= 4
     assert writes["per_job"]["job"]["bytes"] > 2 * 2048
     assert result["baseline"]["dynamodb_writes"]["write_units_per_file"] == 1
+    # What each operation cost the emulator, the service's and the baseline's apart.
+    emulator = result["emulator_cpu_by_operation"]
+    assert emulator["service"]["S3.PUT"]["ms_per_call"] > 0
+    assert "DynamoDB_20120810.TransactWriteItems" in emulator["service"]
+    assert "DynamoDB_20120810.TransactWriteItems" not in emulator["baseline"]
+    assert emulator["baseline"]["DynamoDB_20120810.PutItem"]["ms_per_unit"] > 0
     assert "AWS calls per file" in printed
+    assert "emulator, S3.PUT" in printed
     assert "DynamoDB written per file: tasks table" in printed
 
 

@@ -396,6 +396,26 @@ def test_query_and_scan_record_the_items_they_read_per_caller(
     assert aws.reads_by(caller) == {}
 
 
+def test_the_cpu_spent_on_each_callers_requests_is_kept_by_operation(
+    aws: EmbeddedAws, resources: Resources
+) -> None:
+    caller = f"cpu{uuid.uuid4().hex[:8]}"
+    ddb = boto3.client(
+        "dynamodb", endpoint_url=aws.endpoint_url, region_name=REGION,
+        aws_access_key_id=caller, aws_secret_access_key=caller,
+    )  # fmt: skip
+    for _ in range(20):
+        ddb.put_item(TableName=resources.table_name, Item={"jobId": {"S": str(uuid.uuid4())}})
+    ddb.describe_table(TableName=resources.table_name)
+
+    spent = aws.cpu_by(caller)
+    assert set(spent) == {"DynamoDB_20120810.PutItem", "DynamoDB_20120810.DescribeTable"}
+    assert spent["DynamoDB_20120810.PutItem"] > 0
+    assert aws.cpu_by("someone-else") == {}
+    aws.reset_calls()
+    assert aws.cpu_by(caller) == {}
+
+
 def test_queries_keep_dynamodb_order_with_keys_cast_once(aws: EmbeddedAws) -> None:
     # moto_costs sorts by each key's cast value: numbers as numbers, not as text.
     ddb = client(aws, "dynamodb")
