@@ -266,13 +266,20 @@ def per_unit_rows(
 
 
 def emulator_by_operation(
-    cpu: dict[str, float], calls: dict[str, int], units: int
+    cpu: dict[str, dict[str, float]], units: int
 ) -> dict[str, dict[str, float]]:
-    """{operation: {"ms_per_unit", "ms_per_call"}}, the costliest per unit first."""
+    """`EmbeddedAws.cpu_by`'s figures as {operation: {"ms_per_unit", "ms_per_call",
+    "moto_ms_per_call" (without the emulator's accounting), "calls"}}, the costliest per
+    unit first."""
     shown = {
-        op: {"ms_per_unit": seconds * 1000 / units, "ms_per_call": seconds * 1000 / calls[op]}
-        for op, seconds in cpu.items()
-        if calls.get(op)
+        op: {
+            "ms_per_unit": f["seconds"] * 1000 / units,
+            "ms_per_call": f["seconds"] * 1000 / f["calls"],
+            "moto_ms_per_call": f["moto_seconds"] * 1000 / f["calls"],
+            "calls": f["calls"],
+        }
+        for op, f in cpu.items()
+        if f["calls"]
     }
     return dict(sorted(shown.items(), key=lambda kv: -kv[1]["ms_per_unit"]))
 
@@ -294,8 +301,13 @@ def emulator_rows(by_operation: dict[str, Any] | None, unit: str) -> list[tuple[
     ]
     for op, f in service.items():
         theirs = baseline.get(op)
-        per_call = f"{f['ms_per_call']:.2f} ms a call" + (
-            f" (baseline {theirs['ms_per_call']:.2f})" if theirs else ""
-        )
+        per_call = f"{f['ms_per_call']:.2f} ms a call"
+        if "moto_ms_per_call" in f:  # (older results have no split)
+            per_call += f", moto {f['moto_ms_per_call']:.2f}"
+        if theirs:
+            per_call += f" (baseline {theirs['ms_per_call']:.2f}"
+            per_call += (
+                f", moto {theirs['moto_ms_per_call']:.2f})" if "moto_ms_per_call" in theirs else ")"
+            )
         rows.append((f"  emulator, {op}", f"{f['ms_per_unit']:.2f} ms per {unit}, {per_call}"))
     return rows

@@ -220,7 +220,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         baseline_emulator_cpu = proc_cpu_seconds() - emulator_before
         baseline_writes = stack.aws.writes_by(BASELINE_KEY)
-        baseline_calls = stack.aws.calls_by(BASELINE_KEY)
         baseline_moto_cpu = stack.aws.cpu_by(BASELINE_KEY)
     finally:
         stack.stop()
@@ -272,8 +271,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # Of that, what handling each operation took (moto's work and the accounting, on
         # the request's thread): per file, and per call.
         "emulator_cpu_by_operation": {
-            "service": emulator_by_operation(moto_cpu, calls, total_files),
-            "baseline": emulator_by_operation(baseline_moto_cpu, baseline_calls, baseline["files"]),
+            "service": emulator_by_operation(moto_cpu, total_files),
+            "baseline": emulator_by_operation(baseline_moto_cpu, baseline["files"]),
         },
         "idle": {  # every replica running: the rates are for all of them, and per replica
             "seconds": args.idle_seconds,

@@ -253,8 +253,13 @@ class _Middleware:
         self._counts: Counter[str] = Counter()
         self._by_caller: Counter[tuple[str, str]] = Counter()  # (access key, operation)
         # CPU seconds this process spent handling them (the request's thread, moto's work
-        # and the write and read accounting; not the HTTP server's reading and writing)
+        # and the write and read accounting; not the HTTP server's reading and writing),
+        # and how many requests that is: both added when a request ends, and only if it
+        # began after the last reset (a long poll open across a reset counts for neither).
         self._cpu_by_caller: defaultdict[tuple[str, str], float] = defaultdict(float)
+        self._moto_cpu_by_caller: defaultdict[tuple[str, str], float] = defaultdict(float)
+        self._cpu_calls: Counter[tuple[str, str]] = Counter()
+        self._generation = 0  # reset() moves it on
         self._faults = 0
         self._counts_lock = threading.Lock()
         self._dynamodb_lock = threading.Lock()
@@ -266,6 +271,7 @@ class _Middleware:
         operation, target = _operation_of(environ)
         caller = _caller_of(environ)
         with self._counts_lock:
+            generation = self._generation
             if operation is not None:
                 self._counts[operation] += 1
                 if target is not None:
@@ -279,32 +285,48 @@ class _Middleware:
                 self._faults += 1
             return self._throttle(start_response)
 
+        in_moto = [0.0]  # of it, CPU seconds inside moto (the rest is the accounting)
+
+        def timed(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+            began = time.thread_time()
+            try:
+                return self._app(environ, start_response)
+            finally:
+                in_moto[0] += time.thread_time() - began
+
         started = time.thread_time()
         try:
-            return self._handle(environ, start_response, operation, target, caller)
+            return self._handle(timed, environ, start_response, operation, target, caller)
         finally:
             spent = time.thread_time() - started
             with self._counts_lock:
-                self._cpu_by_caller[(caller, named)] += spent
+                if generation == self._generation:
+                    key = (caller, named)
+                    self._cpu_by_caller[key] += spent
+                    self._moto_cpu_by_caller[key] += in_moto[0]
+                    self._cpu_calls[key] += 1
 
     def _handle(
         self,
+        app: WsgiApp,
         environ: dict[str, Any],
         start_response: StartResponse,
         operation: str | None,
         target: str | None,
         caller: str,
     ) -> Iterable[bytes]:
+        """The request through moto (`app`). moto builds each response before returning it,
+        so the timers above cover its work; the HTTP server writes it out afterwards."""
         if target is not None and target.startswith(_DYNAMODB_TARGET_PREFIX):
             with self._dynamodb_lock:
                 # Consume the whole response inside the lock: the write is finished before
                 # the next DynamoDB request starts, like one atomic item write in AWS.
                 if operation in WRITE_OPERATIONS:
-                    return self.writes.run(operation, environ, caller, self._app, start_response)
+                    return self.writes.run(operation, environ, caller, app, start_response)
                 if operation in READ_OPERATIONS:
-                    return self.reads.run(operation, environ, caller, self._app, start_response)
-                return list(self._app(environ, start_response))
-        return self._app(environ, start_response)
+                    return self.reads.run(operation, environ, caller, app, start_response)
+                return list(app(environ, start_response))
+        return app(environ, start_response)
 
     @staticmethod
     def _throttle(start_response: StartResponse) -> list[bytes]:
@@ -328,9 +350,17 @@ class _Middleware:
         with self._counts_lock:
             return {op: n for (who, op), n in self._by_caller.items() if who == caller}
 
-    def cpu_by(self, caller: str) -> dict[str, float]:
+    def cpu_by(self, caller: str) -> dict[str, dict[str, float]]:
         with self._counts_lock:
-            return {op: t for (who, op), t in self._cpu_by_caller.items() if who == caller}
+            return {
+                op: {
+                    "seconds": seconds,
+                    "moto_seconds": self._moto_cpu_by_caller[(who, op)],
+                    "calls": self._cpu_calls[(who, op)],
+                }
+                for (who, op), seconds in self._cpu_by_caller.items()
+                if who == caller
+            }
 
     @property
     def faults(self) -> int:
@@ -342,6 +372,9 @@ class _Middleware:
             self._counts.clear()
             self._by_caller.clear()
             self._cpu_by_caller.clear()
+            self._moto_cpu_by_caller.clear()
+            self._cpu_calls.clear()
+            self._generation += 1
             self._faults = 0
         self.writes.reset()
         self.reads.reset()
@@ -486,10 +519,13 @@ class EmbeddedAws:
         (``DynamoDB_20120810.GetItem``), a query protocol's Action, or ``S3.<METHOD>``."""
         return self._require_middleware().calls_by(caller)
 
-    def cpu_by(self, caller: str) -> dict[str, float]:
-        """CPU seconds this process spent handling `caller`'s requests, by operation (named
-        as in `calls_by`): moto's work and the accounting, measured on the request's thread
-        (`time.thread_time`), without the HTTP server's reading and writing."""
+    def cpu_by(self, caller: str) -> dict[str, dict[str, float]]:
+        """CPU this process spent handling `caller`'s requests, by operation (named as in
+        `calls_by`): ``{"seconds", "moto_seconds", "calls"}``: moto's work and the write
+        and read accounting (``moto_seconds``: moto's alone), measured on the request's
+        thread (`time.thread_time`), without the HTTP server's reading and writing; counted
+        when a request ends, for requests begun since the last reset (so `calls` may differ
+        from `calls_by`'s, which counts them as they arrive)."""
         return self._require_middleware().cpu_by(caller)
 
     def writes_by(self, caller: str) -> dict[str, dict[str, int]]:

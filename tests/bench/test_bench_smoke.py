@@ -165,3 +165,26 @@ def test_the_report_regenerates_the_readme_block_with_a_table_and_chart_per_resu
     head = before.split("<!-- generated:begin -->")[0]
     tail = before.split("<!-- generated:end -->")[1]
     assert text.startswith(head) and text.endswith(tail)
+
+
+def test_stream_copies_one_file_through_the_service_and_both_raw_baselines(
+    tmp_path: Path,
+) -> None:
+    # stream_1gib (and stream_128mib, the same module) at 16 MiB: two multipart parts.
+    output = tmp_path / "stream.json"
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.stream_1gib", "--size-mb", "16", "--runs", "1",
+         "--timeout", "240", "--output", str(output), "--log-dir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    result = json.loads(output.read_text())
+    assert "error" not in result
+    (run,) = result["runs"]
+    # The bench checks the copy itself (task record and object sha256): it raised otherwise.
+    assert run["service"]["peak_rss_mib"] > 0
+    summary = result["summary"]
+    assert summary["service_mb_per_s"] > 0 and summary["raw_s3_mb_per_s"] > 0
+    assert summary["ratio_service_to_min_raw"] > 0
+    assert summary["rss_pass"] is True
+    assert "peak RSS < " in completed.stdout

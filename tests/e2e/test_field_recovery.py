@@ -94,6 +94,14 @@ def _in_kernel(port: int) -> int:
     return held
 
 
+def _kernel_buffers_max() -> int:
+    """The most one loopback connection's two ends can hold: the receiver's tcp_rmem and
+    the sender's tcp_wmem maxima (Linux autotunes each up to these)."""
+    rmem = Path("/proc/sys/net/ipv4/tcp_rmem").read_text().split()
+    wmem = Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()
+    return int(rmem[2]) + int(wmem[2])
+
+
 # --- a crash costs about one lease ----------------------------------------------------
 
 
@@ -131,14 +139,15 @@ def test_sigkill_at_60_percent_of_a_512_mib_file_resumes_on_the_other_replica(
     sent = _settled_bytes(embedded_stack.sandbox, export_id)
     again = sent - size
     # Re-read: what the victim had read past its last stored part (parts in flight, the
-    # buffer), never what was already stored; plus what the file server had sent that the
-    # kernel still held (socket buffers grow with the machine's load, up to tcp_rmem's
-    # maximum: not the service's to bound).
+    # buffer), never what was already stored; plus what the file server had sent and the
+    # kernel still held on the connection, at either end (autotuned socket buffers grow
+    # with the machine's load, each up to its sysctl maximum: measured, and bounded).
+    assert in_kernel <= _kernel_buffers_max()
     read_again = again - in_kernel
     assert read_again <= 4 * PART, (
         f"{again / MIB:.1f} MiB downloaded twice, {in_kernel / MIB:.1f} MiB of it in socket buffers"
     )
-    assert sent - stored_at_kill >= size - stored_at_kill  # the rest did come
+    assert again < stored_at_kill  # not read again from the start
     assert embedded_stack.sandbox.range_requests(export_id) == 1  # resumed, not restarted
     assert _answers(embedded_stack) - before == 1
     print(

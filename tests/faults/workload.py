@@ -30,13 +30,14 @@ FAST = {
     "SHUTDOWN_GRACE_SECONDS": "3",
 }
 
-# (export spec, execution status, execution error, files expected in S3)
+# (export spec, execution status, execution error, files expected in S3, files failed;
+# None: the export failed, no file was counted)
 PLAN = (
-    [("files-3-filedelay-300", "SUCCEEDED", None, 3)] * 12
-    + [("files-4-fail-1-filedelay-200", "FAILED", "JobCompletedWithFailures", 3)] * 3
-    + [("pending-3-files-2", "SUCCEEDED", None, 2)] * 2
-    + [("files-0", "SUCCEEDED", None, 0)]
-    + [("pending-1-failed", "FAILED", "ExportFailed", 0)] * 2
+    [("files-3-filedelay-300", "SUCCEEDED", None, 3, 0)] * 12
+    + [("files-4-fail-1-filedelay-200", "FAILED", "JobCompletedWithFailures", 3, 1)] * 3
+    + [("pending-3-files-2", "SUCCEEDED", None, 2, 0)] * 2
+    + [("files-0", "SUCCEEDED", None, 0, 0)]
+    + [("pending-1-failed", "FAILED", "ExportFailed", 0, None)] * 2
 )
 assert len(PLAN) == 20
 
@@ -49,6 +50,7 @@ class Run:
     status: str
     error: str | None
     files: int
+    failed: int | None
 
 
 @dataclass(frozen=True)
@@ -79,10 +81,10 @@ def table_lines(rows: list[dict[str, Any]]) -> list[str]:
 
 def start(aws: Aws) -> list[Run]:
     runs = []
-    for spec, status, error, files in PLAN:
+    for spec, status, error, files, failed in PLAN:
         job_id, export_id = str(uuid.uuid4()), f"f{uuid.uuid4().hex[:8]}-{spec}"
         arn = aws.start_execution({"jobId": job_id, "exportId": export_id, "userId": "faults"})
-        runs.append(Run(job_id, export_id, arn, status, error, files))
+        runs.append(Run(job_id, export_id, arn, status, error, files, failed))
     return runs
 
 
@@ -99,7 +101,8 @@ def verify(
     timeout: float = 150.0,
 ) -> Result:
     """Every job terminal with the expected outcome, exactly one answer per workflow (from
-    its history), every object whole (sha256)."""
+    its history), every file counted exactly once (the job's final counts and its counters
+    item), every object whole (sha256)."""
     deadline = time.monotonic() + timeout
     problems: list[str] = []
     lost = duplicates = 0
@@ -124,6 +127,7 @@ def verify(
             duplicates += 1
         if (execution["status"], execution.get("error")) != (run.status, run.error):
             problems.append(f"{run.export_id}: {execution['status']} {execution.get('error')}")
+        problems += _counts(aws, run, job)
         problems += _objects(aws, run)
     result = Result(scenario, len(runs), faults, lost, duplicates, 0, tuple(problems))
     RESULTS.append(result)
@@ -137,6 +141,25 @@ def _finished(aws: Aws, arn: str, deadline: float) -> dict | None:
             return described
         time.sleep(0.5)
     return None
+
+
+def _counts(aws: Aws, run: Run, job: dict[str, Any]) -> list[str]:
+    """Each file counted once, on the counters item and in the job's final counts: a file
+    counted twice (redelivery, two replicas, a SIGKILL between copy and count) or not at
+    all shows here."""
+    if run.failed is None:
+        return []  # the export failed: no file was dispatched
+    want = (run.files + run.failed, run.files, run.failed)
+    got = tuple(int(job.get(k, 0)) for k in ("totalTasks", "completedTasks", "failedTasks"))
+    problems = [] if got == want else [f"{run.export_id}: job counts {got}, want {want}"]
+    progress = aws.task(run.job_id, "#progress")
+    if run.files + run.failed and progress is None:
+        problems.append(f"{run.export_id}: no counters item")
+    elif progress is not None:
+        counted = (int(progress["completed"]), int(progress["failed"]))
+        if counted != want[1:]:
+            problems.append(f"{run.export_id}: counters item {counted}, want {want[1:]}")
+    return problems
 
 
 def _objects(aws: Aws, run: Run) -> list[str]:

@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 from src.local import asl
 from src.local.emulator import EmbeddedAws
 from src.local.provision import Resources, provision
+from tests.support.aws import wait_for
 
 REGION = "us-east-1"
 FAILURE_CAUSE = "Job completed with 3 failed tasks out of 10 total"
@@ -410,10 +411,32 @@ def test_the_cpu_spent_on_each_callers_requests_is_kept_by_operation(
 
     spent = aws.cpu_by(caller)
     assert set(spent) == {"DynamoDB_20120810.PutItem", "DynamoDB_20120810.DescribeTable"}
-    assert spent["DynamoDB_20120810.PutItem"] > 0
+    assert spent["DynamoDB_20120810.PutItem"]["calls"] == 20
+    put = spent["DynamoDB_20120810.PutItem"]
+    assert put["seconds"] >= put["moto_seconds"] > 0  # moto's part, and the write accounting
+    assert spent["DynamoDB_20120810.DescribeTable"]["calls"] == 1
     assert aws.cpu_by("someone-else") == {}
     aws.reset_calls()
     assert aws.cpu_by(caller) == {}
+
+
+def test_a_request_open_across_a_reset_counts_for_neither_side(
+    aws: EmbeddedAws, resources: Resources
+) -> None:
+    caller = f"cpu{uuid.uuid4().hex[:8]}"
+    sqs = boto3.client(
+        "sqs", endpoint_url=aws.endpoint_url, region_name=REGION,
+        aws_access_key_id=caller, aws_secret_access_key=caller,
+    )  # fmt: skip
+    queue_url = sqs.create_queue(QueueName=f"q{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    aws.reset_calls()
+    with ThreadPoolExecutor(1) as pool:
+        long_poll = pool.submit(sqs.receive_message, QueueUrl=queue_url, WaitTimeSeconds=2)
+        wait_for(lambda: aws.calls_by(caller).get("AmazonSQS.ReceiveMessage") == 1, 10)
+        aws.reset_calls()  # the receive is still waiting
+        long_poll.result()
+
+    assert aws.cpu_by(caller) == {}  # it began before the reset: not counted after it
 
 
 def test_queries_keep_dynamodb_order_with_keys_cast_once(aws: EmbeddedAws) -> None:
