@@ -134,6 +134,7 @@ def _flat_name(name: str) -> str:
 
 DRAWERS: dict[str, tuple[Callable[[dict[str, Any], Any], None], tuple[float, float]]] = {
     "small_files": (_small_files, (11, 3.6)),
+    "small_files_metadata_100kib": (_small_files, (11, 3.6)),
     "intake": (_intake, (11, 3.6)),
     "stream_1gib": (_stream, (10, 3.6)),
     "stream_128mib": (_stream, (10, 3.6)),

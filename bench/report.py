@@ -26,6 +26,7 @@ MODULES = {
     "stream_1gib": "bench.stream_1gib",
     "stream_128mib": "bench.stream_1gib",
     "small_files": "bench.small_files",
+    "small_files_metadata_100kib": "bench.small_files",
     "intake": "bench.intake",
     "scale_files": "bench.scale_files",
     "scaling": "bench.scaling",

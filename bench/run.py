@@ -20,6 +20,10 @@ from bench.common import ROOT
 BENCHMARKS: dict[str, list[str]] = {
     "intake": ["bench.intake"],
     "small_files": ["bench.small_files"],
+    # the same with 100 KiB of metadata per job: bytes written per file must not move
+    "small_files_metadata_100kib": [
+        "bench.small_files", "--metadata-kb", "100", "--name", "small_files_metadata_100kib",
+    ],
     "stream_128mib": [
         "bench.stream_1gib", "--size-mb", "128", "--output", "bench/results/stream_128mib.json",
     ],

@@ -231,7 +231,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     idle_besides = sum(n for op, n in idle.items() if op != LONG_POLL)
     tables = {resources.table_name: "job", resources.tasks_table_name: "tasks"}
     return {
-        "name": "small_files",
+        "name": args.name,
         "at": utc_now(),
         "machine": machine(),
         "workload": {
@@ -375,6 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--results-dir", default=str(RESULTS_DIR))
     parser.add_argument("--log-dir")
+    parser.add_argument(
+        "--name", default="small_files", help="result name: <results-dir>/<name>.json"
+    )
     args = parser.parse_args(argv)
     return finish(run(args), args.results_dir, report)
 
