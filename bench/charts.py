@@ -141,6 +141,7 @@ DRAWERS: dict[str, tuple[Callable[[dict[str, Any], Any], None], tuple[float, flo
     "scale_files": (_scale_files, (7, 3.6)),
     "scaling": (_scaling, (10, 3.6)),
     "inflight": (_inflight, (11, 4)),
+    "inflight_2000_default_heartbeat": (_inflight, (11, 4)),
 }
 
 

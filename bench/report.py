@@ -31,6 +31,7 @@ MODULES = {
     "scale_files": "bench.scale_files",
     "scaling": "bench.scaling",
     "inflight": "bench.inflight",
+    "inflight_2000_default_heartbeat": "bench.inflight",
 }
 ORDER = list(MODULES)
 
