@@ -39,13 +39,14 @@ def resources(aws: EmbeddedAws, prefix: str) -> Resources:
     return provision(aws.endpoint_url, REGION, name_prefix=prefix)
 
 
-def client(aws: EmbeddedAws, service: str) -> Any:
+def client(aws: EmbeddedAws, service: str, key: str = "testing") -> Any:
+    """A client of the emulator signing with access key `key` (the caller its counts use)."""
     return boto3.client(
         service,
         endpoint_url=aws.endpoint_url,
         region_name=REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
+        aws_access_key_id=key,
+        aws_secret_access_key=key,
         config=Config(
             max_pool_connections=32, retries={"mode": "standard", "total_max_attempts": 1}
         ),
@@ -366,10 +367,7 @@ def test_query_and_scan_record_the_items_they_read_per_caller(
     aws: EmbeddedAws, resources: Resources
 ) -> None:
     caller = f"reads{uuid.uuid4().hex[:8]}"
-    ddb = boto3.client(
-        "dynamodb", endpoint_url=aws.endpoint_url, region_name=REGION,
-        aws_access_key_id=caller, aws_secret_access_key=caller,
-    )  # fmt: skip
+    ddb = client(aws, "dynamodb", caller)
     user = f"u-{uuid.uuid4().hex[:8]}"
     for n in range(5):
         item = {"jobId": {"S": str(uuid.uuid4())}, "userId": {"S": user},
@@ -401,10 +399,7 @@ def test_the_cpu_spent_on_each_callers_requests_is_kept_by_operation(
     aws: EmbeddedAws, resources: Resources
 ) -> None:
     caller = f"cpu{uuid.uuid4().hex[:8]}"
-    ddb = boto3.client(
-        "dynamodb", endpoint_url=aws.endpoint_url, region_name=REGION,
-        aws_access_key_id=caller, aws_secret_access_key=caller,
-    )  # fmt: skip
+    ddb = client(aws, "dynamodb", caller)
     for _ in range(20):
         ddb.put_item(TableName=resources.table_name, Item={"jobId": {"S": str(uuid.uuid4())}})
     ddb.describe_table(TableName=resources.table_name)
@@ -424,10 +419,7 @@ def test_a_request_open_across_a_reset_counts_for_neither_side(
     aws: EmbeddedAws, resources: Resources
 ) -> None:
     caller = f"cpu{uuid.uuid4().hex[:8]}"
-    sqs = boto3.client(
-        "sqs", endpoint_url=aws.endpoint_url, region_name=REGION,
-        aws_access_key_id=caller, aws_secret_access_key=caller,
-    )  # fmt: skip
+    sqs = client(aws, "sqs", caller)
     queue_url = sqs.create_queue(QueueName=f"q{uuid.uuid4().hex[:8]}")["QueueUrl"]
     aws.reset_calls()
     with ThreadPoolExecutor(1) as pool:
