@@ -156,6 +156,27 @@ class InMemoryJobs:  # implements JobRepository
         self.items[job_id] = replace(failed, version=job.version + 1)
         return True
 
+    async def rewind_dispatch(
+        self,
+        job_id: str,
+        owner: str,
+        cursor: int | None,
+        progress: DispatchProgress,
+        retry_at: datetime,
+    ) -> bool:
+        await asyncio.sleep(0)
+        if cursor is None:
+            job = self.items.get(job_id)
+            if job is None or job.status is not JobStatus.DOWNLOADING or job.dispatch:
+                return False
+        else:
+            job = self._dispatch_held(job_id, owner, cursor)
+            if job is None:
+                return False
+        rewound = replace(job.leased(owner, retry_at), dispatch=progress)
+        self.items[job_id] = replace(rewound, version=job.version + 1)
+        return True
+
     def _dispatch_held(self, job_id: str, owner: str, cursor: int) -> ExportJob | None:
         job = self.items.get(job_id)
         if (

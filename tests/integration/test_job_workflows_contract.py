@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from src.application.ports.job_repository import AttachOutcome, ConditionFailed
+from src.domain.dispatch_progress import DispatchProgress
 from src.domain.export_job import ExportJob
 from src.domain.job_status import CallbackStatus, JobStatus
 from src.domain.polling import PollPolicy
@@ -253,6 +255,39 @@ async def test_a_failed_chunk_keeps_its_error_and_holds_the_job_until_the_retry(
     assert await jobs.advance_dispatch(job.job_id, "b", 0, 2, retry_at)
     moved = await jobs.get(job.job_id)
     assert (moved.dispatch.last_error, moved.dispatch.attempts) == (None, 0)
+
+
+async def test_a_chunk_not_all_queued_is_rewound_with_what_went_out(jobs: Any):
+    job = await dispatching(jobs)
+    later, retry_at = T0 + timedelta(seconds=90), T0 + timedelta(seconds=120)
+    assert await jobs.advance_dispatch(job.job_id, "a", 0, 3, later)  # written ahead
+    back = DispatchProgress(0, 2, "PublishFailed: 1 of 3", frozenset({1, 2}))
+    assert not await jobs.rewind_dispatch(job.job_id, "b", 3, back, retry_at)  # not the holder
+    assert not await jobs.rewind_dispatch(job.job_id, "a", 0, back, retry_at)  # not that cursor
+    assert not await jobs.rewind_dispatch(job.job_id, "a", None, back, retry_at)  # not closed
+    assert await jobs.rewind_dispatch(job.job_id, "a", 3, back, retry_at)
+    read = await jobs.get(job.job_id)
+    assert (read.dispatch, read.lease_owner, read.lease_expires_at) == (back, "a", retry_at)
+    assert await claim_dispatch(jobs, job, retry_at - timedelta(seconds=1), "b") is None
+    claimed = await claim_dispatch(jobs, job, retry_at, "b")
+    assert claimed is not None and claimed.dispatch == replace(back, attempts=3)
+    assert await jobs.advance_dispatch(job.job_id, "b", 0, 3, retry_at)  # moving on: all sent
+    assert (await jobs.get(job.job_id)).dispatch == DispatchProgress(3, 0)
+
+
+async def test_a_closed_dispatch_whose_last_chunk_was_not_all_queued_is_reopened(jobs: Any):
+    job = await dispatching(jobs)
+    later, retry_at = T0 + timedelta(seconds=90), T0 + timedelta(seconds=120)
+    assert await jobs.advance_dispatch(job.job_id, "a", 0, None, later)  # its last chunk
+    back = DispatchProgress(4, 1, "PublishFailed: 3 of 3")
+    assert await jobs.rewind_dispatch(job.job_id, "a", None, back, retry_at)
+    read = await jobs.get(job.job_id)
+    assert (read.dispatch, read.lease_owner, read.lease_expires_at) == (back, "a", retry_at)
+    assert not await jobs.rewind_dispatch(job.job_id, "a", None, back, retry_at)  # open now
+    claimed = await claim_dispatch(jobs, job, retry_at, "b")  # due for any replica
+    assert claimed is not None and claimed.dispatch == replace(back, attempts=2)
+    await jobs.save(claimed.fail("PROCESSING_ERROR", "stopped", retry_at))
+    assert not await jobs.rewind_dispatch(job.job_id, "b", 4, back, retry_at)  # it ended
 
 
 async def test_a_job_that_ended_is_no_longer_dispatched(jobs: Any):

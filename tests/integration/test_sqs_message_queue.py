@@ -1,5 +1,6 @@
 """SqsMessageQueue against the embedded SQS: receive, per-entry delete, visibility and
-rejects to the dead-letter queue found from the provisioned RedrivePolicy."""
+rejects to the dead-letter queue found from the provisioned RedrivePolicy; SqsWorkQueue's
+batched sends and what it reports when some could not be queued."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from src.application.ports.message_queue import QueueMessage
+from src.application.ports.work_queue import PublishFailed, TaskRef
 from src.infrastructure.sqs.message_queue import SqsMessageQueue
+from src.infrastructure.sqs.work_queue import SqsWorkQueue
 from src.local.provision import (
     DLQ_MAX_RECEIVE_COUNT,
     DLQ_SUFFIX,
@@ -239,3 +243,64 @@ async def test_received_messages_use_the_consumers_visibility_not_the_queue_defa
             break
 
     assert [(m.body, m.receive_count) for m in again] == [("short-lived", 2)]
+
+
+# --- SqsWorkQueue: work items out in batches, and exactly which could not be queued -----
+
+
+class _RefusingSqs:
+    """The real client, but SendMessageBatch is throttled outright on its first call and
+    the entry for file `refused` fails every time (as SQS reports per entry)."""
+
+    def __init__(self, client: Any, refused: int) -> None:
+        self._client = client
+        self._refused = refused
+        self.calls = 0
+
+    async def send_message_batch(self, *, QueueUrl: str, Entries: list[Any]) -> Any:
+        self.calls += 1
+        if self.calls == 1:
+            error = {"Error": {"Code": "ThrottlingException", "Message": "slow down"}}
+            raise ClientError(error, "SendMessageBatch")  # type: ignore[arg-type]
+        mine = [e for e in Entries if json.loads(e["MessageBody"])["index"] == self._refused]
+        rest = [e for e in Entries if e not in mine]
+        response = await self._client.send_message_batch(QueueUrl=QueueUrl, Entries=rest)
+        failed = [{"Id": e["Id"], "SenderFault": False, "Code": "InternalError"} for e in mine]
+        return {**response, "Failed": response.get("Failed", []) + failed}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def refs(count: int) -> list[TaskRef]:
+    return [TaskRef("job-1", f"{i:05d}", i) for i in range(count)]
+
+
+async def indexes_queued(sqs: Any, queue_url: str, expected: int) -> list[int]:
+    found: list[int] = []
+    for _ in range(20):
+        batch = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+        found += [json.loads(m["Body"])["index"] for m in batch.get("Messages", [])]
+        if len(found) >= expected and not batch.get("Messages"):
+            break
+    return sorted(found)
+
+
+async def test_work_items_go_out_in_batches_each_once(sqs_client, sqs, queue_url) -> None:
+    queue = SqsWorkQueue(sqs_client, queue_url)
+    await queue.publish(refs(23))
+    assert await queue.backlog() == 23
+    assert await indexes_queued(sqs, queue_url, 23) == list(range(23))
+
+
+async def test_a_failed_publish_names_exactly_the_work_items_not_queued(
+    sqs_client, sqs, queue_url
+) -> None:
+    refusing = _RefusingSqs(sqs_client, refused=12)
+    queue = SqsWorkQueue(refusing, queue_url, max_attempts=3)
+    with pytest.raises(PublishFailed) as failed:
+        await queue.publish(refs(23))
+    assert [ref.index for ref in failed.value.unsent] == [12]
+    assert str(failed.value) == "1 of 23 work items could not be queued"
+    # the throttled batch was sent again; nothing else twice, only file 12 missing
+    assert await indexes_queued(sqs, queue_url, 22) == [i for i in range(23) if i != 12]

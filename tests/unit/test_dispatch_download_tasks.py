@@ -1,6 +1,7 @@
-"""DispatchDownloadTasks as a resumable step: chunks, a cursor on the job, any replica
-carries on where a dead or failed dispatcher stopped, nothing behind the cursor is sent
-twice, and no per-file record is written until a worker takes the file."""
+"""DispatchDownloadTasks as a resumable step: chunks, a cursor on the job written ahead
+of each chunk's work items, any replica carries on where a dead or failed dispatcher
+stopped, no work item is ever sent twice (what a dead one left unsent, the reaper sends
+once the job stalls), and no per-file record is written until a worker takes the file."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from src.application.commands import ProcessFileCommand, ResumeDispatchCommand
+from src.application.commands import ProcessFileCommand, ReapCommand, ResumeDispatchCommand
 from src.application.ports.export_api import ExportFile, ExportState, ExportStatus
+from src.application.ports.work_queue import PublishFailed
 from src.application.services.recent_jobs import RecentJobs
 from src.application.use_cases.complete_job import CompleteJob
 from src.application.use_cases.dispatch_download_tasks import (
@@ -20,6 +22,7 @@ from src.application.use_cases.dispatch_download_tasks import (
     DispatchPolicy,
 )
 from src.application.use_cases.process_file import ProcessFile
+from src.application.use_cases.reap_stuck_jobs import ReaperPolicy, ReapStuckJobs
 from src.domain.errors import JobErrorCode
 from src.domain.export_job import ExportJob, JobError
 from src.domain.job_status import JobStatus
@@ -30,6 +33,7 @@ from tests.fakes import (
     FakeTransfer,
     FixedClock,
     InMemoryJobs,
+    InMemoryLeases,
     InMemoryTasks,
     RecordingEvents,
     RecordingQueue,
@@ -64,6 +68,10 @@ class World:
             RecentJobs(self.jobs, self.clock), self.tasks, FakeTransfer(), self.complete,
             events, self.clock, LEASE,
         )  # fmt: skip
+        self.reaper = ReapStuckJobs(
+            self.jobs, self.tasks, self.queue, self.complete, InMemoryLeases(), self.clock,
+            ReaperPolicy(),
+        )  # fmt: skip
 
     async def claimed_by_poller(self, owner: str = "a") -> ExportJob:
         job = a_job(token=RAW_TOKEN).start_polling(self.clock.now(), PollPolicy())
@@ -84,6 +92,13 @@ class World:
         assert self.job.lease_expires_at is not None
         self.clock.current = self.job.lease_expires_at + timedelta(seconds=1)
 
+    async def reap_when_stalled(self) -> None:
+        """The reaper's round once the job has made no progress for its stall time (the
+        queue empty: every work item sent was delivered), then the dispatch it restarts."""
+        self.clock.current = self.clock.now() + ReaperPolicy().stall_after
+        await self.reaper.execute(ReapCommand("reaper"))
+        await self.dispatch.resume(ResumeDispatchCommand("c"))
+
     async def deliver_all(self) -> None:
         await asyncio.gather(
             *(
@@ -97,8 +112,9 @@ def ready(files: list[ExportFile]) -> ExportStatus:
     return ExportStatus(EXPORT_ID, ExportState.READY, tuple(files))
 
 
-def kill_after(world: World, point: str, chunk: int) -> None:
-    """Make the dispatcher die right after `point` of chunk number `chunk`."""
+def kill_after(world: World, point: str, chunk: int, sent: int | None = None) -> None:
+    """Make the dispatcher die right after `point` of chunk number `chunk` (with `sent`,
+    inside the chunk's publish once that many of its work items went out)."""
     calls = {"n": 0}
     target: Any = {
         "counters": (world.tasks, "start_counting"),
@@ -109,14 +125,17 @@ def kill_after(world: World, point: str, chunk: int) -> None:
     original = getattr(owner, name)
 
     async def wrapped(*args: Any, **kwargs: Any) -> Any:
-        result = await original(*args, **kwargs)
         if name == "advance_dispatch" and args[2] == args[3]:
-            return result  # a lease renewal, not a chunk
+            return await original(*args, **kwargs)  # a lease renewal, not a chunk
         calls["n"] += 1
-        if calls["n"] == chunk + 1:
-            setattr(owner, name, original)  # the next replica's calls go through
-            raise Died()
-        return result
+        if calls["n"] != chunk + 1:
+            return await original(*args, **kwargs)
+        setattr(owner, name, original)  # the next replica's calls go through
+        if sent is not None:
+            await original(args[0][:sent])
+        else:
+            await original(*args, **kwargs)
+        raise Died()
 
     setattr(owner, name, wrapped)
 
@@ -134,22 +153,26 @@ async def test_a_ready_export_is_dispatched_in_chunks_under_the_dispatchers_leas
 
 
 @pytest.mark.parametrize(
-    ("point", "chunk"),
-    [("counters", 0)] + [(p, c) for p in ("work items", "cursor") for c in range(3)],
+    ("point", "chunk", "sent"),
+    [("counters", 0, None)]
+    + [(p, c, None) for p in ("cursor", "work items") for c in range(3)]
+    + [("work items", c, 1) for c in range(2)],
 )
-async def test_a_dispatch_killed_at_any_chunk_is_finished_by_another_replica(point, chunk):
+async def test_a_dispatch_killed_at_any_chunk_is_finished_without_a_work_item_sent_twice(
+    point, chunk, sent
+):
     world = World()
-    kill_after(world, point, chunk)
+    kill_after(world, point, chunk, sent)
     with pytest.raises(Died):
         await world.dispatch.execute(await world.claimed_by_poller("a"), FILES)
 
     died_at = world.job
     start, end = CHUNKS[chunk]
-    if point == "cursor" and end == len(FILES):
-        assert died_at.dispatch is None  # its last write went through: nothing to resume
+    if point != "counters" and end == len(FILES):
+        assert died_at.dispatch is None  # its last cursor write closed it: nothing to resume
     else:
         assert died_at.dispatch is not None
-        assert died_at.dispatch.cursor == (end if point == "cursor" else start)
+        assert died_at.dispatch.cursor == (start if point == "counters" else end)
         # DOWNLOADING while dispatched: it is never claimed for polling again
         world.after_lease()
         assert (
@@ -159,11 +182,20 @@ async def test_a_dispatch_killed_at_any_chunk_is_finished_by_another_replica(poi
         assert await world.dispatch.resume(ResumeDispatchCommand("b")) == 1
     assert (world.job.dispatch, world.job.lease_owner) == (None, None)
 
-    # Work items: once each, except those the dead one had sent just before dying.
-    resent = range(start, end) if point == "work items" else range(0)
-    assert world.published() == Counter(range(5)) + Counter(resent)
-
+    # Once each; the items the dead one did not get out (written ahead) are not sent yet.
+    if point == "counters":
+        unsent = range(0)
+    else:
+        unsent = range(start + (sent or 0), end) if point == "cursor" or sent else range(0)
+    assert world.published() == Counter(range(5)) - Counter(unsent)
     await world.deliver_all()
+    if unsent:  # the job stalls short of them: the reaper sends them, once each
+        assert world.job.status is JobStatus.DOWNLOADING
+        assert world.job.completed_tasks == 5 - len(unsent)
+        await world.reap_when_stalled()
+        assert world.published() == Counter(range(5))
+        await world.deliver_all()
+
     assert sorted(k[1] for k in world.tasks.items) == [f"{i:05d}" for i in range(5)]
     assert (world.job.status, world.job.completed_tasks, world.job.failed_tasks) == (
         JobStatus.COMPLETED,
@@ -198,7 +230,7 @@ async def test_a_live_dispatch_is_not_taken_over():
 
 async def test_a_dispatcher_whose_lease_was_taken_over_stops_without_writing_on():
     world = World()
-    kill_after(world, "cursor", 0)
+    kill_after(world, "work items", 0)
     with pytest.raises(Died):
         await world.dispatch.execute(await world.claimed_by_poller("a"), FILES)
     stale = world.job  # what "a" had; it comes back after "b" took the job over
@@ -209,8 +241,8 @@ async def test_a_dispatcher_whose_lease_was_taken_over_stops_without_writing_on(
     assert taken.dispatch is not None and taken.dispatch.attempts == 1
     await world.dispatch._continue(stale, FILES)  # "a" carries on from its snapshot
     assert world.job.lease_owner == "b"
-    # its one chunk, then the refused cursor
-    assert world.published() == Counter(range(0, 4))
+    # its first chunk only: the next one's cursor write is refused before any item goes out
+    assert world.published() == Counter(range(0, 2))
     assert world.job.dispatch is not None and world.job.dispatch.cursor == 2
 
 
@@ -263,10 +295,10 @@ async def test_dispatchers_that_keep_dying_without_progress_end_the_job():
 
 async def test_dispatchers_that_die_but_move_on_each_time_finish_it():
     world = World()
-    kill_after(world, "cursor", 0)
+    kill_after(world, "work items", 0)
     with pytest.raises(Died):
         await world.dispatch.execute(await world.claimed_by_poller("a"), FILES)
-    kill_after(world, "cursor", 0)  # the next one dies too, one chunk further on
+    kill_after(world, "work items", 0)  # the next one dies too, one chunk further on
     world.after_lease()
     with pytest.raises(Died):
         await world.dispatch.resume(ResumeDispatchCommand("b"))
@@ -296,3 +328,64 @@ async def test_a_failed_chunk_keeps_its_error_and_is_tried_again_after_a_pause()
     await world.dispatch.resume(ResumeDispatchCommand("b"))
     assert world.job.dispatch is None
     assert world.published() == Counter(range(5))
+
+
+def refusing(world: World, *, unsent: set[int], times: int) -> list[list[int]]:
+    """The queue refuses the work items of files `unsent` `times` times (queueing the
+    others of each call); returns what each call was asked to send."""
+    asked: list[list[int]] = []
+    refusals = {"left": times}
+    publish = world.queue.publish
+
+    async def partly(refs: Any) -> None:
+        asked.append([r.index for r in refs])
+        refused = [r for r in refs if r.index in unsent] if refusals["left"] else []
+        refusals["left"] -= bool(refused)
+        await publish([r for r in refs if r not in refused])
+        if refused:
+            raise PublishFailed(
+                f"{len(refused)} of {len(refs)} work items could not be queued", refused
+            )
+
+    world.queue.publish = partly  # type: ignore[method-assign]
+    return asked
+
+
+@pytest.mark.parametrize("chunk", [0, 2])  # a middle chunk, and the last (its write closed it)
+async def test_work_items_not_queued_are_sent_by_the_next_attempt_without_the_others(chunk):
+    world = World()
+    start, end = CHUNKS[chunk]
+    asked = refusing(world, unsent={start}, times=1)
+    await world.dispatch.execute(await world.claimed_by_poller("a"), FILES)
+    assert world.job.dispatch is not None
+    assert world.job.dispatch.cursor == start  # back to the chunk, with what went out noted
+    assert world.job.dispatch.sent == frozenset(range(start + 1, end))
+    assert (
+        world.job.dispatch.last_error
+        == f"PublishFailed: 1 of {end - start} work items could not be queued"
+    )
+    assert world.job.lease_expires_at == world.clock.now() + POLICY.retry_after
+    assert await world.dispatch.resume(ResumeDispatchCommand("b")) == 0  # not before then
+    world.after_lease()
+    assert await world.dispatch.resume(ResumeDispatchCommand("b")) == 1
+    assert asked[chunk + 1] == [start]  # the one refused, alone
+    assert world.job.dispatch is None
+    assert world.published() == Counter(range(5))  # each once
+    await world.deliver_all()
+    assert (world.job.status, world.job.completed_tasks) == (JobStatus.COMPLETED, 5)
+
+
+async def test_a_chunk_the_queue_keeps_refusing_ends_the_job_with_the_reason():
+    world = World()
+    refusing(world, unsent={2}, times=99)
+    await world.dispatch.execute(await world.claimed_by_poller("a"), FILES)
+    for n in range(POLICY.max_attempts + 1):  # its chunk's claims; the last one gives up
+        world.after_lease()
+        await world.dispatch.resume(ResumeDispatchCommand(f"r{n}"))
+    assert world.job.status is JobStatus.FAILED
+    assert world.job.error == JobError(
+        JobErrorCode.PROCESSING_ERROR,
+        "Dispatching did not move on after 3 attempts; "
+        "last: PublishFailed: 1 of 1 work items could not be queued",
+    )
+    assert world.published() == Counter([0, 1, 3])  # file 3 went out once, file 2 never

@@ -322,12 +322,29 @@ async def test_a_job_dispatched_again_is_not_again_until_it_stalls_again():
     assert (await world.use_case.execute(REAP)).jobs_redispatched == 1
 
 
-async def test_job_with_recent_progress_is_not_stalled():
-    world = await world_with_tasks(now=STALLED_AT + POLICY.stall_after - timedelta(seconds=1))
+@pytest.mark.parametrize(
+    ("waiting", "quiet_for"),
+    [(40, POLICY.stall_after), (0, ReaperPolicy().lost_after)],  # a backlog; none
+)
+async def test_job_with_recent_progress_is_not_stalled(waiting, quiet_for):
+    world = await world_with_tasks(now=STALLED_AT + quiet_for - timedelta(seconds=1))
+    world.queue.waiting = waiting
     report = await world.use_case.execute(REAP)
     assert report.jobs_redispatched == 0
     assert world.queue.refs == []
     assert world.stored.updated_at == STALLED_AT
+
+
+@pytest.mark.parametrize(("waiting", "redriven"), [(0, 1), (1, 0)])
+async def test_with_nothing_queued_a_job_quiet_for_lost_after_has_lost_its_items(waiting, redriven):
+    """Nothing waiting, in flight or delayed anywhere: its missing files' work items are
+    nowhere (a dispatcher died between its cursor write and its sends). Anything queued
+    may be its own: then only stall_after tells."""
+    world = await world_with_tasks(now=STALLED_AT + POLICY.lost_after)
+    world.queue.waiting = waiting
+    report = await world.use_case.execute(REAP)
+    assert report.jobs_redispatched == redriven
+    assert (world.stored.dispatch is not None) == bool(redriven)
 
 
 @pytest.mark.parametrize("status", [JobStatus.PROCESSING, JobStatus.POLLING])

@@ -7,6 +7,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Protocol
 
+from src.domain.dispatch_progress import DispatchProgress
 from src.domain.export_job import ExportJob
 from src.domain.job_status import JobStatus
 from src.domain.task_token import TaskToken
@@ -93,6 +94,22 @@ class JobRepository(Protocol):
         """Keep why the chunk at `cursor` failed, for whoever takes it up next; the lease
         is held until `retry_at`, so that is no sooner than then. Same condition as
         advance_dispatch."""
+        ...
+
+    async def rewind_dispatch(
+        self,
+        job_id: str,
+        owner: str,
+        cursor: int | None,
+        progress: DispatchProgress,
+        retry_at: datetime,
+    ) -> bool:
+        """`owner` wrote its cursor ahead to `cursor` (None: past the last file, which
+        closed the dispatch) and then could not queue all of the chunk's work items: the
+        dispatch goes back to `progress` (the chunk's start, the claims counted before
+        it, the error, the items that did go out), leased to `owner` until `retry_at`,
+        when any replica may take it up. Moves the version. False (nothing written) when
+        the job ended, another replica has the dispatch, or (for None) it was reopened."""
         ...
 
     async def restart_dispatch(self, job_id: str, now: datetime) -> bool:

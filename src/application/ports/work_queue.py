@@ -22,12 +22,18 @@ class TaskRef:
 
 
 class PublishFailed(Exception):
-    """Some work items could not be queued even after retries."""
+    """Some work items could not be queued even after retries: `unsent` are those (the
+    others were queued), so a caller can try again with these alone."""
+
+    def __init__(self, message: str, unsent: Sequence[TaskRef] = ()) -> None:
+        super().__init__(message)
+        self.unsent = tuple(unsent)
 
 
 class WorkQueue(Protocol):
-    """Publishes in batches, retries entries that failed, raises PublishFailed for
-    what still could not be sent."""
+    """Publishes in batches, retries entries that failed, raises PublishFailed naming
+    what still could not be sent (a batch whose request failed outright counts as unsent
+    whole: an answer lost after SQS took it is the one case where an item goes twice)."""
 
     async def publish(self, refs: Sequence[TaskRef]) -> None: ...
 

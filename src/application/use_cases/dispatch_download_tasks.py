@@ -17,10 +17,11 @@ from src.application.ports.export_api import ExportApi, ExportFile, ExportState
 from src.application.ports.job_repository import JobRepository
 from src.application.ports.leases import LeaseLost
 from src.application.ports.task_repository import TaskRepository
-from src.application.ports.work_queue import TaskRef, WorkQueue
+from src.application.ports.work_queue import PublishFailed, TaskRef, WorkQueue
 from src.application.services.failure_text import describe
 from src.application.services.lease_keeper import LeaseKeeper
 from src.application.use_cases.complete_job import CompleteJob
+from src.domain.dispatch_progress import DispatchProgress
 from src.domain.download_task import DownloadTask, task_id_for
 from src.domain.errors import JobErrorCode
 from src.domain.export_job import ExportJob, JobError
@@ -33,7 +34,7 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class DispatchPolicy:
-    chunk: int = 100  # files per chunk: work items, then one cursor write
+    chunk: int = 100  # files per chunk: one cursor write, then their work items
     lease: timedelta = timedelta(minutes=2)  # renewed every third while dispatching
     max_attempts: int = 5  # claims without the cursor moving before the job fails
     retry_after: timedelta = timedelta(seconds=30)  # after a failed chunk
@@ -46,6 +47,7 @@ class _Cursor:
     job_id: str
     owner: str
     at: int
+    attempts: int  # claims counted since the cursor last moved with its items all sent
     done: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -54,14 +56,16 @@ class _Cursor:
 class DispatchDownloadTasks:
     """A ready export's job moves to DOWNLOADING with its total at once, leased to its
     dispatcher, its counters are opened, and workers start on the first chunk while the
-    rest is dispatched. Each chunk: its work items (each carries its task: no record is
-    written per file until a worker takes it), then the cursor moves in one conditional
-    write that only the lease holder at that cursor can make. A dispatcher that dies or
-    fails leaves the cursor where it was; once its lease runs out any replica claims the
-    job (the claim counts), reads the listing again and carries on from the cursor,
-    skipping files already recorded. Chunks behind the cursor are never sent again; a
-    work item sent twice counts once, like any redelivery. A zero-file export completes
-    at once."""
+    rest is dispatched. Each chunk: first the cursor moves past it, in one conditional
+    write that only the lease holder at that cursor can make; then its work items go out
+    (each carries its task: no record is written per file until a worker takes it).
+    Written ahead, so no work item is ever sent twice: a dispatcher that dies between
+    the two leaves its chunk's items unsent (or some of them), and the reaper sends those
+    once the job has stalled (ReapStuckJobs); one that fails to queue some of them puts
+    the cursor back to the chunk with the ones that went out noted, so the next attempt
+    sends only the others. Once a dispatcher's lease runs out any replica claims the job
+    (the claim counts), reads the listing again and carries on from the cursor, skipping
+    files already recorded. A zero-file export completes at once."""
 
     jobs: JobRepository
     tasks: TaskRepository
@@ -148,7 +152,7 @@ class DispatchDownloadTasks:
         self, job: ExportJob, files: Sequence[ExportFile], *, redo: bool = True
     ) -> None:
         assert job.dispatch is not None and job.lease_owner is not None
-        cursor = _Cursor(job.job_id, job.lease_owner, job.dispatch.cursor)
+        cursor = _Cursor(job.job_id, job.lease_owner, job.dispatch.cursor, job.dispatch.attempts)
 
         async def renew(until: datetime) -> bool:
             async with cursor.lock:
@@ -172,28 +176,67 @@ class DispatchDownloadTasks:
     ) -> None:
         """`redo`: carried on after another dispatcher (or the reaper): files recorded
         already are skipped (one query per chunk). A first dispatch has none to skip."""
+        assert job.dispatch is not None
         total = len(files)
+        went = job.dispatch.sent  # of the chunk at the cursor, by an attempt that failed
         await self.tasks.start_counting(job.job_id, total, self.clock.now())
         while cursor.at < total:
-            end = min(cursor.at + self.policy.chunk, total)
-            done = await self.tasks.finished_indexes(job.job_id, cursor.at, end) if redo else set()
+            start, end = cursor.at, min(cursor.at + self.policy.chunk, total)
+            done = await self.tasks.finished_indexes(job.job_id, start, end) if redo else set()
             now = self.clock.now()
             tasks = [
-                self._task(job, i, files[i], now) for i in range(cursor.at, end) if i not in done
+                self._task(job, i, files[i], now)
+                for i in range(start, end)
+                if i not in done and i not in went
             ]
-            arn = job.execution_arn
-            await self.queue.publish([TaskRef(t.job_id, t.task_id, t.index, t, arn) for t in tasks])
-            async with cursor.lock:
+            to = end if end < total else None
+            async with cursor.lock:  # written ahead: the items go out once it has moved
                 until = self.clock.now() + self.policy.lease
-                to = end if end < total else None
-                if not await self.jobs.advance_dispatch(
-                    job.job_id, cursor.owner, cursor.at, to, until
-                ):
+                if not await self.jobs.advance_dispatch(job.job_id, cursor.owner, start, to, until):
                     raise LeaseLost("the dispatch was taken over")
                 cursor.at, cursor.done = end, to is None
+            arn = job.execution_arn
+            refs = [TaskRef(t.job_id, t.task_id, t.index, t, arn) for t in tasks]
+            try:
+                await self.queue.publish(refs)
+            except Exception as err:
+                await self._rewind(cursor, start, to, refs, went, err)
+                return
+            cursor.attempts, went = 0, frozenset()
             if done:
                 log.info("chunk dispatched again", already_recorded=len(done))
         log.info("download tasks dispatched", total_tasks=total)
+
+    async def _rewind(
+        self,
+        cursor: _Cursor,
+        start: int,
+        to: int | None,
+        refs: Sequence[TaskRef],
+        went: frozenset[int],
+        err: Exception,
+    ) -> None:
+        """Some of the chunk's work items were not queued: the cursor goes back to the
+        chunk, with those that were noted so that they are not sent again. The claims
+        counted before stay counted: a chunk that never goes out ends the job."""
+        unsent = err.unsent if isinstance(err, PublishFailed) and err.unsent else refs
+        missing = {ref.index for ref in unsent}
+        went |= {ref.index for ref in refs if ref.index not in missing}
+        log.warning(
+            "work items not all queued; the chunk is taken up again",
+            cursor=start,
+            unsent=len(missing),
+            error=describe(err),
+        )
+        progress = DispatchProgress(start, cursor.attempts, describe(err), frozenset(went))
+        retry_at = self.clock.now() + self.policy.retry_after
+        async with cursor.lock:
+            cursor.done = True  # held until retry_at now: no more renewals
+            rewound = await self.jobs.rewind_dispatch(
+                cursor.job_id, cursor.owner, to, progress, retry_at
+            )
+        if not rewound:
+            log.warning("the job ended or changed meanwhile; the chunk is not taken up again")
 
     async def _record_failure(self, job: ExportJob, cursor: int, err: Exception) -> None:
         assert job.lease_owner is not None

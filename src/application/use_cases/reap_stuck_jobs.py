@@ -31,6 +31,11 @@ class ReaperPolicy:
     callback_lease: timedelta = timedelta(seconds=300)  # one delivery with its retries
     max_callback_attempts: int = 10
     stall_after: timedelta = timedelta(minutes=10)  # DOWNLOADING with no progress
+    # With nothing at all in the queue (waiting, in flight or delayed), a job short of
+    # files with no progress for this long has lost their work items (a dispatcher died
+    # between its cursor write and its sends). Longer than the minute SQS's approximate
+    # counts may take to show what was just sent. Never more than stall_after.
+    lost_after: timedelta = timedelta(minutes=2)
     # Behind a backlog a stalled job is re-dispatched only after this many stall_afters.
     backlog_patience: int = 3
     job_deadline: timedelta = timedelta(hours=24)  # from creation, whatever happens
@@ -52,9 +57,9 @@ class ReapReport:
 class ReapStuckJobs:
     """Holds a lease so one replica reaps at a time. Answers workflows still owed an
     answer (bounded attempts), dispatches again the stalled jobs whose work items were
-    lost (no progress for `stall_after` and nothing left in the queue: a backlog is not
-    lost work), completes jobs whose last file was recorded but not followed by
-    CompleteJob, and fails jobs past the overall
+    lost (no progress for `lost_after` with the queue empty, or for `stall_after` and
+    nothing left in the queue: a backlog is not lost work), completes jobs whose last
+    file was recorded but not followed by CompleteJob, and fails jobs past the overall
     deadline with a callback (ProcessingError)."""
 
     jobs: JobRepository
@@ -118,25 +123,32 @@ class ReapStuckJobs:
                 await self.complete_job.execute(CompleteJobCommand(job.job_id, failure))
                 finished += 1
         done = {job.job_id for job in overdue}
-        stalled_before = now - self.policy.stall_after
-        for job in await self.jobs.list_stalled(JobStatus.DOWNLOADING, stalled_before, limit):
-            if job.job_id in done or job.is_dispatching:
+        quiet = await self.jobs.list_stalled(JobStatus.DOWNLOADING, now - self._lost_after, limit)
+        # Nothing queued anywhere: a job short of files and quiet for lost_after lost them;
+        # else only one quiet for stall_after may have (asked only when one is quiet).
+        waiting = await self.queue.backlog() if quiet else 0
+        stalled_before = now - (self.policy.stall_after if waiting else self._lost_after)
+        for job in quiet:
+            if job.job_id in done or job.is_dispatching or job.updated_at > stalled_before:
                 continue  # a dispatch still running (or to resume) is not a stall
             with job_context(job):
                 if job.all_files_done:
                     await self.complete_job.execute(CompleteJobCommand(job.job_id))
                     finished += 1
                 else:
-                    redriven += await self._redrive(job, now)
+                    redriven += await self._redrive(job, now, waiting)
         return redriven, finished
 
-    async def _redrive(self, job: ExportJob, now: datetime) -> int:
+    @property
+    def _lost_after(self) -> timedelta:
+        return min(self.policy.lost_after, self.policy.stall_after)
+
+    async def _redrive(self, job: ExportJob, now: datetime, waiting: int) -> int:
         """A backlog in the queue means its work items may be waiting their turn: it is
         left alone (looked at again each round) until it has made no progress for
         `backlog_patience` x `stall_after`; with nothing queued its items are lost. Lost
         ones are sent again by dispatching the job anew from its first file: the
         dispatcher reads the listing again (fresh URLs) and skips the files recorded."""
-        waiting = await self.queue.backlog()
         if (
             waiting
             and now - job.updated_at < self.policy.stall_after * self.policy.backlog_patience

@@ -12,8 +12,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from src.domain.dispatch_progress import DispatchProgress
 from src.domain.job_status import JobStatus
 from src.domain.time import iso_ms
+from src.infrastructure.dynamodb.codec import to_attr
 from src.infrastructure.dynamodb.due_index import DISPATCH
 from src.infrastructure.dynamodb.errors import lost_race
 
@@ -31,8 +33,8 @@ async def advance(
     }
     if to is None:  # every file dispatched: nothing left to lease
         expression = (
-            "REMOVE dispatchCursor, dispatchAttempts, dispatchLastError, leaseOwner, "
-            "leaseExpiresAt, dueKind, dueAt ADD version :one"
+            "REMOVE dispatchCursor, dispatchAttempts, dispatchLastError, dispatchSent, "
+            "leaseOwner, leaseExpiresAt, dueKind, dueAt ADD version :one"
         )
     elif to == cursor:  # a renewal
         expression = "SET leaseExpiresAt = :until, dueAt = :until ADD version :one"
@@ -40,7 +42,7 @@ async def advance(
     else:
         expression = (
             "SET dispatchCursor = :to, dispatchAttempts = :zero, leaseExpiresAt = :until, "
-            "dueAt = :until REMOVE dispatchLastError ADD version :one"
+            "dueAt = :until REMOVE dispatchLastError, dispatchSent ADD version :one"
         )
         values |= {":to": {"N": str(to)}, ":zero": {"N": "0"}, ":until": {"S": iso_ms(until)}}
     return await _conditional(
@@ -49,6 +51,61 @@ async def advance(
         Key={"jobId": {"S": job_id}},
         UpdateExpression=expression,
         ConditionExpression=_HELD,
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues=values,
+    )
+
+
+async def rewind(
+    client: Any,
+    table: str,
+    job_id: str,
+    owner: str,
+    cursor: int | None,
+    progress: DispatchProgress,
+    retry_at: datetime,
+) -> bool:
+    values: dict[str, Any] = {
+        ":downloading": {"S": JobStatus.DOWNLOADING.value},
+        ":owner": {"S": owner},
+        ":to": {"N": str(progress.cursor)},
+        ":attempts": {"N": str(progress.attempts)},
+        ":retry": {"S": iso_ms(retry_at)},
+        ":kind": {"S": DISPATCH},
+        ":one": {"N": "1"},
+    }
+    sets = [
+        "dispatchCursor = :to",
+        "dispatchAttempts = :attempts",
+        "leaseOwner = :owner",
+        "leaseExpiresAt = :retry",
+        "dueKind = :kind",
+        "dueAt = :retry",
+    ]
+    removes = []
+    for name, value in (
+        ("dispatchLastError", to_attr(progress.last_error) if progress.last_error else None),
+        ("dispatchSent", to_attr(sorted(progress.sent)) if progress.sent else None),
+    ):
+        if value is None:
+            removes.append(name)
+        else:
+            sets.append(f"{name} = :{name}")
+            values[f":{name}"] = value
+    if cursor is None:  # its last chunk's cursor write closed the dispatch: reopen it
+        condition = "#s = :downloading AND attribute_not_exists(dispatchCursor)"
+    else:
+        condition = _HELD
+        values[":cursor"] = {"N": str(cursor)}
+    expression = "SET " + ", ".join(sets)
+    if removes:
+        expression += " REMOVE " + ", ".join(removes)
+    return await _conditional(
+        client,
+        TableName=table,
+        Key={"jobId": {"S": job_id}},
+        UpdateExpression=expression + " ADD version :one",
+        ConditionExpression=condition,
         ExpressionAttributeNames={"#s": "status"},
         ExpressionAttributeValues=values,
     )

@@ -42,6 +42,7 @@ def to_item(job: ExportJob) -> dict[str, Any]:
         "dispatchCursor": job.dispatch.cursor if job.dispatch else None,
         "dispatchAttempts": job.dispatch.attempts if job.dispatch else None,
         "dispatchLastError": job.dispatch.last_error if job.dispatch else None,
+        "dispatchSent": sorted(job.dispatch.sent) if job.dispatch and job.dispatch.sent else None,
         "leaseOwner": job.lease_owner,
         "leaseExpiresAt": iso_ms(job.lease_expires_at) if job.lease_expires_at else None,
         # Sparse index key: present only while a finished job still owes its workflow an
@@ -67,6 +68,7 @@ def _dispatch(item: dict[str, Any]) -> DispatchProgress | None:
         cursor=int(item["dispatchCursor"]),
         attempts=int(item.get("dispatchAttempts", 0)),
         last_error=item.get("dispatchLastError"),
+        sent=frozenset(int(i) for i in item.get("dispatchSent") or ()),
     )
 
 

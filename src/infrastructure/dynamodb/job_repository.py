@@ -13,6 +13,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from src.application.ports.job_repository import AttachOutcome, ConditionFailed
+from src.domain.dispatch_progress import DispatchProgress
 from src.domain.export_job import ExportJob
 from src.domain.job_status import TERMINAL, JobStatus
 from src.domain.task_token import TaskToken
@@ -139,6 +140,18 @@ class DynamoDbJobRepository:  # implements JobRepository
     ) -> bool:
         return await job_claims.record_failure(
             self._client, self._table, job_id, owner, cursor, error, retry_at
+        )
+
+    async def rewind_dispatch(
+        self,
+        job_id: str,
+        owner: str,
+        cursor: int | None,
+        progress: DispatchProgress,
+        retry_at: datetime,
+    ) -> bool:
+        return await job_claims.rewind(
+            self._client, self._table, job_id, owner, cursor, progress, retry_at
         )
 
     async def restart_dispatch(self, job_id: str, now: datetime) -> bool:

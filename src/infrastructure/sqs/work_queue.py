@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import structlog
+from botocore.exceptions import BotoCoreError, ClientError
 
 from src.application.ports.work_queue import PublishFailed, TaskRef
 from src.domain.time import iso_ms
@@ -32,9 +33,11 @@ class SqsWorkQueue:  # implements WorkQueue
     async def publish(self, refs: Sequence[TaskRef]) -> None:
         batches = [refs[i : i + self._batch] for i in range(0, len(refs), self._batch)]
         results = await asyncio.gather(*(self._send(b) for b in batches))
-        unsent = sum(results)
+        unsent = [ref for batch in results for ref in batch]
         if unsent:
-            raise PublishFailed(f"{unsent} of {len(refs)} work items could not be queued")
+            raise PublishFailed(
+                f"{len(unsent)} of {len(refs)} work items could not be queued", unsent
+            )
 
     async def backlog(self) -> int:
         response = await self._client.get_queue_attributes(
@@ -43,19 +46,28 @@ class SqsWorkQueue:  # implements WorkQueue
         attributes = response.get("Attributes", {})
         return sum(int(attributes.get(name, 0)) for name in _DEPTH)
 
-    async def _send(self, batch: Sequence[TaskRef]) -> int:
+    async def _send(self, batch: Sequence[TaskRef]) -> list[TaskRef]:
+        """The refs of `batch` still unsent after the retries. A request that fails as a
+        whole (throttled, unreachable) is tried again like failed entries."""
         pending = {str(i): ref for i, ref in enumerate(batch)}
         for attempt in range(1, self._attempts + 1):
             entries = [{"Id": i, "MessageBody": self._body(r)} for i, r in pending.items()]
-            response = await self._client.send_message_batch(QueueUrl=self._url, Entries=entries)
-            failed = response.get("Failed", [])
-            for entry in failed:
-                log.warning("work item not queued", code=entry.get("Code"), attempt=attempt)
-            pending = {e["Id"]: pending[e["Id"]] for e in failed if e["Id"] in pending}
-            if not pending:
-                return 0
-            await asyncio.sleep(0.2 * attempt)
-        return len(pending)
+            try:
+                response = await self._client.send_message_batch(
+                    QueueUrl=self._url, Entries=entries
+                )
+            except (BotoCoreError, ClientError) as err:
+                log.warning("work items not queued", error=type(err).__name__, attempt=attempt)
+            else:
+                failed = response.get("Failed", [])
+                for entry in failed:
+                    log.warning("work item not queued", code=entry.get("Code"), attempt=attempt)
+                pending = {e["Id"]: pending[e["Id"]] for e in failed if e["Id"] in pending}
+                if not pending:
+                    return []
+            if attempt < self._attempts:
+                await asyncio.sleep(0.2 * attempt)
+        return list(pending.values())
 
     @staticmethod
     def _body(ref: TaskRef) -> str:
