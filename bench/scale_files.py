@@ -125,6 +125,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         seconds = time.monotonic() - began
         aws.wait_answered(job_id)
         calls = stack.aws.calls_by(SERVICE_KEY)
+        fetched = stack.sandbox.file_requests(export_id)
         answers = stack.aws.calls("SendTaskSuccess") + stack.aws.calls("SendTaskFailure")
         problems = [] if execution["status"] == "SUCCEEDED" else [f"execution {execution}"]
         problems += _check(aws, stack, job_id, export_id, args.files, args.size, answers)
@@ -146,12 +147,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "aws_calls": all_calls,
         "aws_calls_per_file": all_calls / args.files,
         "calls_by_operation": dict(sorted(calls.items())),
+        # Files served by the Export API: each once, but for copies the replica killed
+        # mid-downloads had in flight (no work item is sent twice).
+        "files_fetched": fetched,
+        # The work items the dispatcher killed between its cursor write and its sends
+        # left unsent, sent by the reaper once the job was quiet (0 or 1 times).
+        "redispatched": _logged(
+            log_dir, "download job stalled; dispatching its unrecorded files again"
+        ),
         "log_dir": str(log_dir),
     }
 
 
+def _logged(log_dir: Path, event: str) -> int:
+    """How many lines of the replicas' logs tell of `event`."""
+    return sum(
+        path.read_text(errors="replace").count(f'"{event}"') for path in log_dir.glob("*.log")
+    )
+
+
 def rows(result: dict[str, Any]) -> list[tuple[str, str]]:
     w = result["workload"]
+    extra = []
+    if "files_fetched" in result:
+        twice = result["files_fetched"] - w["files"]
+        extra = [
+            ("files fetched (beyond the files: copies in flight at the kill)",
+             f"{result['files_fetched']} (+{twice})"),
+            ("lost work items re-sent by the reaper (jobs)", str(result["redispatched"])),
+        ]  # fmt: skip
     return [
         ("workload", "1 job x {files} files x {size_bytes} B, 2 replicas".format(**w)),
         ("correct", str(result["correct"])),
@@ -159,6 +183,7 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str]]:
         ("seconds to the answer", f"{result['seconds']:.1f}"),
         ("files/s", f"{result['files_per_s']:.1f}"),
         ("AWS calls per file (all-in)", f"{result['aws_calls_per_file']:.2f}"),
+        *extra,
     ]
 
 
