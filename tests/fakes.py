@@ -130,7 +130,13 @@ class InMemoryJobs:  # implements JobRepository
         return True
 
     async def advance_dispatch(
-        self, job_id: str, owner: str, cursor: int, to: int | None, until: datetime
+        self,
+        job_id: str,
+        owner: str,
+        cursor: int,
+        to: int | None,
+        until: datetime,
+        now: datetime | None = None,
     ) -> bool:
         await asyncio.sleep(0)
         job = self._dispatch_held(job_id, owner, cursor)
@@ -142,6 +148,8 @@ class InMemoryJobs:  # implements JobRepository
             moved = replace(job, lease_expires_at=until)
         else:
             moved = replace(job, dispatch=job.dispatch.advanced(to), lease_expires_at=until)
+        if now is not None and to != cursor:
+            moved = replace(moved, updated_at=now)
         self.items[job_id] = replace(moved, version=job.version + 1)
         return True
 
@@ -160,20 +168,15 @@ class InMemoryJobs:  # implements JobRepository
         self,
         job_id: str,
         owner: str,
-        cursor: int | None,
+        cursor: int,
         progress: DispatchProgress,
         retry_at: datetime,
     ) -> bool:
         await asyncio.sleep(0)
-        if cursor is None:
-            job = self.items.get(job_id)
-            if job is None or job.status is not JobStatus.DOWNLOADING or job.dispatch:
-                return False
-        else:
-            job = self._dispatch_held(job_id, owner, cursor)
-            if job is None:
-                return False
-        rewound = replace(job.leased(owner, retry_at), dispatch=progress)
+        job = self._dispatch_held(job_id, owner, cursor)
+        if job is None:
+            return False
+        rewound = replace(job, dispatch=progress, lease_expires_at=retry_at)
         self.items[job_id] = replace(rewound, version=job.version + 1)
         return True
 

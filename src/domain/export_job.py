@@ -219,12 +219,13 @@ class ExportJob:
         return replace(moved, total_tasks=total, poll=None, dispatch=None).release()
 
     def start_dispatching(
-        self, total: int, owner: str, until: datetime, now: datetime
+        self, total: int, owner: str, until: datetime, now: datetime, ahead: int = 0
     ) -> ExportJob:
         """DOWNLOADING with `total` files of which none is dispatched yet: the workers
-        start on the first chunk while `owner` (under its lease) dispatches the rest."""
+        start on the first chunk while `owner` (under its lease) dispatches the rest.
+        `ahead`: the cursor written ahead past the first chunk, about to be sent."""
         moved = self.start_downloading(total, now)
-        return replace(moved, dispatch=DispatchProgress()).leased(owner, until)
+        return replace(moved, dispatch=DispatchProgress(ahead)).leased(owner, until)
 
     @property
     def is_dispatching(self) -> bool:

@@ -264,7 +264,6 @@ async def test_a_chunk_not_all_queued_is_rewound_with_what_went_out(jobs: Any):
     back = DispatchProgress(0, 2, "PublishFailed: 1 of 3", frozenset({1, 2}))
     assert not await jobs.rewind_dispatch(job.job_id, "b", 3, back, retry_at)  # not the holder
     assert not await jobs.rewind_dispatch(job.job_id, "a", 0, back, retry_at)  # not that cursor
-    assert not await jobs.rewind_dispatch(job.job_id, "a", None, back, retry_at)  # not closed
     assert await jobs.rewind_dispatch(job.job_id, "a", 3, back, retry_at)
     read = await jobs.get(job.job_id)
     assert (read.dispatch, read.lease_owner, read.lease_expires_at) == (back, "a", retry_at)
@@ -275,19 +274,16 @@ async def test_a_chunk_not_all_queued_is_rewound_with_what_went_out(jobs: Any):
     assert (await jobs.get(job.job_id)).dispatch == DispatchProgress(3, 0)
 
 
-async def test_a_closed_dispatch_whose_last_chunk_was_not_all_queued_is_reopened(jobs: Any):
+async def test_a_dispatch_cursor_move_with_now_is_progress_a_renewal_is_not(jobs: Any):
     job = await dispatching(jobs)
-    later, retry_at = T0 + timedelta(seconds=90), T0 + timedelta(seconds=120)
-    assert await jobs.advance_dispatch(job.job_id, "a", 0, None, later)  # its last chunk
-    back = DispatchProgress(4, 1, "PublishFailed: 3 of 3")
-    assert await jobs.rewind_dispatch(job.job_id, "a", None, back, retry_at)
-    read = await jobs.get(job.job_id)
-    assert (read.dispatch, read.lease_owner, read.lease_expires_at) == (back, "a", retry_at)
-    assert not await jobs.rewind_dispatch(job.job_id, "a", None, back, retry_at)  # open now
-    claimed = await claim_dispatch(jobs, job, retry_at, "b")  # due for any replica
-    assert claimed is not None and claimed.dispatch == replace(back, attempts=2)
-    await jobs.save(claimed.fail("PROCESSING_ERROR", "stopped", retry_at))
-    assert not await jobs.rewind_dispatch(job.job_id, "b", 4, back, retry_at)  # it ended
+    moved_at, renewed_at = T0 + timedelta(seconds=5), T0 + timedelta(seconds=9)
+    until = T0 + timedelta(seconds=90)
+    assert await jobs.advance_dispatch(job.job_id, "a", 0, 3, until, moved_at)
+    assert await jobs.advance_dispatch(job.job_id, "a", 3, 3, until, renewed_at)  # renewal
+    assert (await jobs.get(job.job_id)).updated_at == moved_at
+    closed_at = T0 + timedelta(seconds=20)
+    assert await jobs.advance_dispatch(job.job_id, "a", 3, None, until, closed_at)
+    assert (await jobs.get(job.job_id)).updated_at == closed_at
 
 
 async def test_a_job_that_ended_is_no_longer_dispatched(jobs: Any):

@@ -128,7 +128,8 @@ def kill_after(world: World, point: str, chunk: int, sent: int | None = None) ->
         if name == "advance_dispatch" and args[2] == args[3]:
             return await original(*args, **kwargs)  # a lease renewal, not a chunk
         calls["n"] += 1
-        if calls["n"] != chunk + 1:
+        # The first chunk's cursor is written ahead by the write that starts the dispatch.
+        if calls["n"] != (chunk if name == "advance_dispatch" else chunk + 1):
             return await original(*args, **kwargs)
         setattr(owner, name, original)  # the next replica's calls go through
         if sent is not None:
@@ -155,7 +156,8 @@ async def test_a_ready_export_is_dispatched_in_chunks_under_the_dispatchers_leas
 @pytest.mark.parametrize(
     ("point", "chunk", "sent"),
     [("counters", 0, None)]
-    + [(p, c, None) for p in ("cursor", "work items") for c in range(3)]
+    + [("cursor", c, None) for c in (1, 2)]
+    + [("work items", c, None) for c in range(3)]
     + [("work items", c, 1) for c in range(2)],
 )
 async def test_a_dispatch_killed_at_any_chunk_is_finished_without_a_work_item_sent_twice(
@@ -168,25 +170,18 @@ async def test_a_dispatch_killed_at_any_chunk_is_finished_without_a_work_item_se
 
     died_at = world.job
     start, end = CHUNKS[chunk]
-    if point != "counters" and end == len(FILES):
-        assert died_at.dispatch is None  # its last cursor write closed it: nothing to resume
-    else:
-        assert died_at.dispatch is not None
-        assert died_at.dispatch.cursor == (start if point == "counters" else end)
-        # DOWNLOADING while dispatched: it is never claimed for polling again
-        world.after_lease()
-        assert (
-            await world.jobs.claim_due_for_polling(world.clock.now(), "p", world.clock.now(), 9)
-            == []
-        )
-        assert await world.dispatch.resume(ResumeDispatchCommand("b")) == 1
+    assert died_at.dispatch is not None  # open until a write after the last chunk's sends
+    assert died_at.dispatch.cursor == end  # written ahead past the chunk it died in
+    # DOWNLOADING while dispatched: it is never claimed for polling again
+    world.after_lease()
+    assert (
+        await world.jobs.claim_due_for_polling(world.clock.now(), "p", world.clock.now(), 9) == []
+    )
+    assert await world.dispatch.resume(ResumeDispatchCommand("b")) == 1
     assert (world.job.dispatch, world.job.lease_owner) == (None, None)
 
     # Once each; the items the dead one did not get out (written ahead) are not sent yet.
-    if point == "counters":
-        unsent = range(0)
-    else:
-        unsent = range(start + (sent or 0), end) if point == "cursor" or sent else range(0)
+    unsent = range(start + (sent or 0), end) if point != "work items" or sent else range(0)
     assert world.published() == Counter(range(5)) - Counter(unsent)
     await world.deliver_all()
     if unsent:  # the job stalls short of them: the reaper sends them, once each
@@ -221,7 +216,7 @@ async def test_work_items_of_files_already_recorded_are_not_sent_again():
 
 async def test_a_live_dispatch_is_not_taken_over():
     world = World()
-    kill_after(world, "cursor", 0)
+    kill_after(world, "cursor", 1)
     with pytest.raises(Died):
         await world.dispatch.execute(await world.claimed_by_poller("a"), FILES)
     assert await world.dispatch.resume(ResumeDispatchCommand("b")) == 0  # lease still held
@@ -238,7 +233,7 @@ async def test_a_dispatcher_whose_lease_was_taken_over_stops_without_writing_on(
     [taken] = await world.jobs.claim_unfinished_dispatches(
         world.clock.now(), "b", world.clock.now() + LEASE, 1
     )
-    assert taken.dispatch is not None and taken.dispatch.attempts == 1
+    assert taken.dispatch is not None and taken.dispatch.attempts == 2  # the cursor stayed
     await world.dispatch._continue(stale, FILES)  # "a" carries on from its snapshot
     assert world.job.lease_owner == "b"
     # its first chunk only: the next one's cursor write is refused before any item goes out
@@ -248,7 +243,7 @@ async def test_a_dispatcher_whose_lease_was_taken_over_stops_without_writing_on(
 
 async def test_a_listing_that_changed_meanwhile_fails_the_job_with_the_reason():
     world = World(ready(FILES[:4]))
-    kill_after(world, "cursor", 0)
+    kill_after(world, "cursor", 1)
     with pytest.raises(Died):
         await world.dispatch.execute(await world.claimed_by_poller("a"), FILES)
     world.after_lease()
@@ -263,7 +258,7 @@ async def test_a_listing_that_changed_meanwhile_fails_the_job_with_the_reason():
 
 async def test_an_expired_export_when_resuming_fails_the_job_as_expired():
     world = World(ExportStatus(EXPORT_ID, ExportState.EXPIRED, (), "links expired"))
-    kill_after(world, "cursor", 0)
+    kill_after(world, "cursor", 1)
     with pytest.raises(Died):
         await world.dispatch.execute(await world.claimed_by_poller("a"), FILES)
     world.after_lease()
@@ -273,7 +268,7 @@ async def test_an_expired_export_when_resuming_fails_the_job_as_expired():
 
 async def test_dispatchers_that_keep_dying_without_progress_end_the_job():
     world = World()
-    kill_after(world, "cursor", 0)
+    kill_after(world, "cursor", 1)
     with pytest.raises(Died):
         await world.dispatch.execute(await world.claimed_by_poller("a"), FILES)
     for n in range(POLICY.max_attempts):  # each claims it and dies before moving on
@@ -379,7 +374,7 @@ async def test_a_chunk_the_queue_keeps_refusing_ends_the_job_with_the_reason():
     world = World()
     refusing(world, unsent={2}, times=99)
     await world.dispatch.execute(await world.claimed_by_poller("a"), FILES)
-    for n in range(POLICY.max_attempts + 1):  # its chunk's claims; the last one gives up
+    for n in range(POLICY.max_attempts):  # the chunk's claims after the first try
         world.after_lease()
         await world.dispatch.resume(ResumeDispatchCommand(f"r{n}"))
     assert world.job.status is JobStatus.FAILED
@@ -389,3 +384,54 @@ async def test_a_chunk_the_queue_keeps_refusing_ends_the_job_with_the_reason():
         "last: PublishFailed: 1 of 1 work items could not be queued",
     )
     assert world.published() == Counter([0, 1, 3])  # file 3 went out once, file 2 never
+
+
+async def test_the_reaper_leaves_a_job_alone_while_its_last_chunk_is_being_sent():
+    """The dispatch stays open (leased) until every work item is out: however quiet the
+    job looks and however empty the queue, the reaper does not dispatch it again."""
+    world = World()
+    publish = world.queue.publish
+    reaped: list[int] = []
+
+    async def slow(refs: Any) -> None:
+        if refs and refs[-1].index == len(FILES) - 1:  # the last chunk, before it is out
+            world.clock.current = world.clock.now() + ReaperPolicy().stall_after * 4
+            reaped.append((await world.reaper.execute(ReapCommand("reaper"))).jobs_redispatched)
+        await publish(refs)
+
+    world.queue.publish = slow  # type: ignore[method-assign]
+    await world.dispatch.execute(await world.claimed_by_poller("a"), FILES)
+    assert reaped == [0]
+    assert world.job.dispatch is None
+    assert world.published() == Counter(range(5))
+
+
+async def test_a_chunk_whose_cursor_moved_is_sent_even_if_the_dispatch_is_cancelled():
+    """Cancelled (a shutdown's grace over, a lease lost) between a chunk's cursor write
+    and its sends: the sends go on, so the chunk is not left to the reaper."""
+    world = World()
+    publish = world.queue.publish
+    gate, blocked = asyncio.Event(), asyncio.Event()
+
+    async def held(refs: Any) -> None:
+        if refs and refs[0].index == 2:
+            blocked.set()
+            await gate.wait()
+        await publish(refs)
+
+    world.queue.publish = held  # type: ignore[method-assign]
+    dispatching = asyncio.create_task(
+        world.dispatch.execute(await world.claimed_by_poller("a"), FILES)
+    )
+    await blocked.wait()
+    dispatching.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await dispatching
+    gate.set()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert world.published() == Counter(range(4))  # chunk 1 went out all the same
+    assert world.job.dispatch is not None and world.job.dispatch.cursor == 4
+    world.after_lease()
+    await world.dispatch.resume(ResumeDispatchCommand("b"))
+    assert world.published() == Counter(range(5))

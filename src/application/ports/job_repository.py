@@ -79,12 +79,19 @@ class JobRepository(Protocol):
         ...
 
     async def advance_dispatch(
-        self, job_id: str, owner: str, cursor: int, to: int | None, until: datetime
+        self,
+        job_id: str,
+        owner: str,
+        cursor: int,
+        to: int | None,
+        until: datetime,
+        now: datetime | None = None,
     ) -> bool:
         """Move a DOWNLOADING job's dispatch cursor from `cursor` to `to` and its lease to
         `until`, if `owner` still holds the lease at that cursor. Moving on resets the
         claim count; `to == cursor` only renews; `to` None means every file is
-        dispatched: the cursor and the lease go. Moves the version. False (nothing
+        dispatched: the cursor and the lease go. A move with `now` sets `updatedAt` (the
+        reaper counts a job's quiet from it). Moves the version. False (nothing
         written) when the job ended or another replica has taken the dispatch over."""
         ...
 
@@ -100,16 +107,15 @@ class JobRepository(Protocol):
         self,
         job_id: str,
         owner: str,
-        cursor: int | None,
+        cursor: int,
         progress: DispatchProgress,
         retry_at: datetime,
     ) -> bool:
-        """`owner` wrote its cursor ahead to `cursor` (None: past the last file, which
-        closed the dispatch) and then could not queue all of the chunk's work items: the
-        dispatch goes back to `progress` (the chunk's start, the claims counted before
-        it, the error, the items that did go out), leased to `owner` until `retry_at`,
-        when any replica may take it up. Moves the version. False (nothing written) when
-        the job ended, another replica has the dispatch, or (for None) it was reopened."""
+        """`owner` wrote its cursor ahead to `cursor` and then could not queue all of the
+        chunk's work items: the dispatch goes back to `progress` (the chunk's start, the
+        claims counted, the error, the items that did go out), leased to `owner` until
+        `retry_at`, when any replica may take it up. Same condition as advance_dispatch;
+        moves the version."""
         ...
 
     async def restart_dispatch(self, job_id: str, now: datetime) -> bool:

@@ -36,7 +36,7 @@ log = structlog.get_logger(__name__)
 class DispatchPolicy:
     chunk: int = 100  # files per chunk: one cursor write, then their work items
     lease: timedelta = timedelta(minutes=2)  # renewed every third while dispatching
-    max_attempts: int = 5  # claims without the cursor moving before the job fails
+    max_attempts: int = 5  # tries of a chunk without all of it sent, then the job fails
     retry_after: timedelta = timedelta(seconds=30)  # after a failed chunk
 
 
@@ -48,6 +48,7 @@ class _Cursor:
     owner: str
     at: int
     attempts: int  # claims counted since the cursor last moved with its items all sent
+    ahead_from: int | None = None  # [ahead_from, at) written ahead, not sent yet
     done: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -58,12 +59,13 @@ class DispatchDownloadTasks:
     dispatcher, its counters are opened, and workers start on the first chunk while the
     rest is dispatched. Each chunk: first the cursor moves past it, in one conditional
     write that only the lease holder at that cursor can make; then its work items go out
-    (each carries its task: no record is written per file until a worker takes it).
-    Written ahead, so no work item is ever sent twice: a dispatcher that dies between
-    the two leaves its chunk's items unsent (or some of them), and the reaper sends those
-    once the job has stalled (ReapStuckJobs); one that fails to queue some of them puts
-    the cursor back to the chunk with the ones that went out noted, so the next attempt
-    sends only the others. Once a dispatcher's lease runs out any replica claims the job
+    (each carries its task: no record is written per file until a worker takes it). Once
+    the last chunk is out, one more write closes the dispatch, so the lease covers every
+    send. Written ahead, so no work item is ever sent twice: a dispatcher that dies
+    between the two leaves its chunk's items unsent (or some of them), and the reaper
+    sends those once the job has fallen quiet (ReapStuckJobs); one that fails to queue
+    some of them puts the cursor back to the chunk with the ones that went out noted, so
+    the next attempt sends only the others. Once a dispatcher's lease runs out any replica claims the job
     (the claim counts), reads the listing again and carries on from the cursor, skipping
     files already recorded. A zero-file export completes at once."""
 
@@ -89,10 +91,11 @@ class DispatchDownloadTasks:
             return (await self.complete_job.execute(command)).job
         assert job.lease_owner is not None, "dispatch runs under the poller's lease"
         now = self.clock.now()
+        first = min(self.policy.chunk, len(files))  # its cursor written ahead in this write
         job = await self.jobs.save(
-            job.start_dispatching(len(files), job.lease_owner, now + self.policy.lease, now)
+            job.start_dispatching(len(files), job.lease_owner, now + self.policy.lease, now, first)
         )
-        await self._continue(job, files, redo=False)
+        await self._continue(job, files, redo=False, ahead_from=0)
         return job
 
     async def resume(self, command: ResumeDispatchCommand) -> int:
@@ -149,10 +152,18 @@ class DispatchDownloadTasks:
         return JobError(JobErrorCode.EXPORT_API_FAILED, problem) if problem else status.files
 
     async def _continue(
-        self, job: ExportJob, files: Sequence[ExportFile], *, redo: bool = True
+        self,
+        job: ExportJob,
+        files: Sequence[ExportFile],
+        *,
+        redo: bool = True,
+        ahead_from: int | None = None,
     ) -> None:
+        """`ahead_from`: the cursor was written ahead from there (the first chunk, by
+        the write that started the dispatch): that chunk's items go out first."""
         assert job.dispatch is not None and job.lease_owner is not None
         cursor = _Cursor(job.job_id, job.lease_owner, job.dispatch.cursor, job.dispatch.attempts)
+        cursor.ahead_from = ahead_from
 
         async def renew(until: datetime) -> bool:
             async with cursor.lock:
@@ -178,62 +189,89 @@ class DispatchDownloadTasks:
         already are skipped (one query per chunk). A first dispatch has none to skip."""
         assert job.dispatch is not None
         total = len(files)
-        went = job.dispatch.sent  # of the chunk at the cursor, by an attempt that failed
+        went = job.dispatch.sent  # by an attempt whose other items SQS refused
         await self.tasks.start_counting(job.job_id, total, self.clock.now())
-        while cursor.at < total:
-            start, end = cursor.at, min(cursor.at + self.policy.chunk, total)
+        while cursor.at < total or cursor.ahead_from is not None:
+            if cursor.ahead_from is not None:
+                start, end = cursor.ahead_from, cursor.at
+            else:
+                start, end = cursor.at, min(cursor.at + self.policy.chunk, total)
             done = await self.tasks.finished_indexes(job.job_id, start, end) if redo else set()
             now = self.clock.now()
-            tasks = [
-                self._task(job, i, files[i], now)
+            arn = job.execution_arn
+            refs = [
+                TaskRef(job.job_id, task_id_for(i), i, self._task(job, i, files[i], now), arn)
                 for i in range(start, end)
                 if i not in done and i not in went
             ]
-            to = end if end < total else None
-            async with cursor.lock:  # written ahead: the items go out once it has moved
-                until = self.clock.now() + self.policy.lease
-                if not await self.jobs.advance_dispatch(job.job_id, cursor.owner, start, to, until):
-                    raise LeaseLost("the dispatch was taken over")
-                cursor.at, cursor.done = end, to is None
-            arn = job.execution_arn
-            refs = [TaskRef(t.job_id, t.task_id, t.index, t, arn) for t in tasks]
-            try:
-                await self.queue.publish(refs)
-            except Exception as err:
-                await self._rewind(cursor, start, to, refs, went, err)
-                return
-            cursor.attempts, went = 0, frozenset()
+            # Once the cursor has moved past the chunk its items must go out: the step
+            # runs to its end even if this is cancelled (shutdown, a lease lost meanwhile).
+            if not await asyncio.shield(self._send_chunk(cursor, start, end, refs, went)):
+                return  # some were refused: taken up again after a pause
             if done:
                 log.info("chunk dispatched again", already_recorded=len(done))
+        async with cursor.lock:  # every work item is out: the dispatch closes
+            now = self.clock.now()
+            until = now + self.policy.lease
+            if not await self.jobs.advance_dispatch(
+                job.job_id, cursor.owner, total, None, until, now
+            ):
+                raise LeaseLost("the dispatch was taken over")
+            cursor.done = True
         log.info("download tasks dispatched", total_tasks=total)
+
+    async def _send_chunk(
+        self, cursor: _Cursor, start: int, end: int, refs: Sequence[TaskRef], went: frozenset[int]
+    ) -> bool:
+        """The cursor moves past the chunk (written ahead), then its work items go out.
+        False when some could not be queued (the dispatch was put back to the chunk)."""
+        if cursor.ahead_from is not None:  # moved past it already
+            cursor.ahead_from = None
+        else:
+            async with cursor.lock:
+                now = self.clock.now()
+                until = now + self.policy.lease
+                if not await self.jobs.advance_dispatch(
+                    cursor.job_id, cursor.owner, start, end, until, now
+                ):
+                    raise LeaseLost("the dispatch was taken over")
+                cursor.at = end
+        try:
+            await self.queue.publish(refs)
+        except Exception as err:
+            await self._rewind(cursor, start, end, refs, went, err)
+            return False
+        cursor.attempts = 0
+        return True
 
     async def _rewind(
         self,
         cursor: _Cursor,
         start: int,
-        to: int | None,
+        end: int,
         refs: Sequence[TaskRef],
         went: frozenset[int],
         err: Exception,
     ) -> None:
         """Some of the chunk's work items were not queued: the cursor goes back to the
-        chunk, with those that were noted so that they are not sent again. The claims
-        counted before stay counted: a chunk that never goes out ends the job."""
+        chunk, with those that were noted so that they are not sent again. This try
+        counts as one of the chunk's attempts: a chunk that never goes out ends the job."""
         unsent = err.unsent if isinstance(err, PublishFailed) and err.unsent else refs
         missing = {ref.index for ref in unsent}
-        went |= {ref.index for ref in refs if ref.index not in missing}
+        sent = {i for i in went if i >= start} | {r.index for r in refs if r.index not in missing}
         log.warning(
             "work items not all queued; the chunk is taken up again",
             cursor=start,
             unsent=len(missing),
             error=describe(err),
         )
-        progress = DispatchProgress(start, cursor.attempts, describe(err), frozenset(went))
+        attempts = max(cursor.attempts, 1)  # 0: this one moved the cursor to the chunk
+        progress = DispatchProgress(start, attempts, describe(err), frozenset(sent))
         retry_at = self.clock.now() + self.policy.retry_after
         async with cursor.lock:
             cursor.done = True  # held until retry_at now: no more renewals
             rewound = await self.jobs.rewind_dispatch(
-                cursor.job_id, cursor.owner, to, progress, retry_at
+                cursor.job_id, cursor.owner, end, progress, retry_at
             )
         if not rewound:
             log.warning("the job ended or changed meanwhile; the chunk is not taken up again")

@@ -155,7 +155,8 @@ class ReapStuckJobs:
         ):
             log.info("stalled download job behind a backlog; not re-sent yet", backlog=waiting)
             return 0
-        await self._save_quietly(replace(job, updated_at=now))  # not looked at again soon
+        if not await self._save_quietly(replace(job, updated_at=now)):  # not looked at soon
+            return 0  # it moved meanwhile (a dispatch closed, a file counted): not lost
         if not job.counted_apart:
             return await self._redrive_records(job, now)
         restarted = await self.jobs.restart_dispatch(job.job_id, now)
@@ -177,8 +178,10 @@ class ReapStuckJobs:
             await self.queue.publish(lost)
         return int(bool(lost))
 
-    async def _save_quietly(self, job: ExportJob) -> None:
+    async def _save_quietly(self, job: ExportJob) -> bool:
         try:
             await self.jobs.save(job)
         except ConditionFailed:
             log.info("job changed meanwhile; the reaper leaves it")
+            return False
+        return True

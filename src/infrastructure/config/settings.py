@@ -64,8 +64,9 @@ class Settings(BaseSettings):
     poller_batch_size: int = Field(25, ge=1)
     poller_parallel_rounds: int = Field(4, ge=1, description="rounds that may overlap")
     dispatch_batch_size: int = Field(10, ge=1, le=10)
-    # A ready export is dispatched in chunks of this many files, each followed by one
-    # write of the job's dispatch cursor; a dispatcher that dies costs at most one chunk.
+    # A ready export is dispatched in chunks of this many files, each after one write of
+    # the job's dispatch cursor (written ahead); a dispatcher that dies between the two
+    # leaves at most one chunk unsent, which the reaper sends (never one sent twice).
     dispatch_chunk_size: int = Field(100, ge=1, le=1_000)
     dispatch_lease_seconds: float = Field(30, ge=1, description="renewed every third")
     dispatch_max_attempts: int = Field(5, ge=1, description="claims without progress")

@@ -23,7 +23,14 @@ _HELD = "#s = :downloading AND leaseOwner = :owner AND dispatchCursor = :cursor"
 
 
 async def advance(
-    client: Any, table: str, job_id: str, owner: str, cursor: int, to: int | None, until: datetime
+    client: Any,
+    table: str,
+    job_id: str,
+    owner: str,
+    cursor: int,
+    to: int | None,
+    until: datetime,
+    now: datetime | None = None,
 ) -> bool:
     values: dict[str, Any] = {
         ":downloading": {"S": JobStatus.DOWNLOADING.value},
@@ -31,25 +38,29 @@ async def advance(
         ":cursor": {"N": str(cursor)},
         ":one": {"N": "1"},
     }
-    if to is None:  # every file dispatched: nothing left to lease
-        expression = (
-            "REMOVE dispatchCursor, dispatchAttempts, dispatchLastError, dispatchSent, "
-            "leaseOwner, leaseExpiresAt, dueKind, dueAt ADD version :one"
-        )
-    elif to == cursor:  # a renewal
-        expression = "SET leaseExpiresAt = :until, dueAt = :until ADD version :one"
+    sets: list[str] = []
+    removes = ["dispatchLastError", "dispatchSent"]
+    if to == cursor:  # a renewal
+        sets, removes = ["leaseExpiresAt = :until", "dueAt = :until"], []
         values[":until"] = {"S": iso_ms(until)}
+    elif to is None:  # every file dispatched: nothing left to lease
+        removes += ["dispatchCursor", "dispatchAttempts", "leaseOwner", "leaseExpiresAt"]
+        removes += ["dueKind", "dueAt"]
     else:
-        expression = (
-            "SET dispatchCursor = :to, dispatchAttempts = :zero, leaseExpiresAt = :until, "
-            "dueAt = :until REMOVE dispatchLastError, dispatchSent ADD version :one"
-        )
+        sets = ["dispatchCursor = :to", "dispatchAttempts = :zero"]
+        sets += ["leaseExpiresAt = :until", "dueAt = :until"]
         values |= {":to": {"N": str(to)}, ":zero": {"N": "0"}, ":until": {"S": iso_ms(until)}}
+    if now is not None and to != cursor:  # a move is progress: the reaper's quiet starts here
+        sets.append("updatedAt = :now")
+        values[":now"] = {"S": iso_ms(now)}
+    expression = ("SET " + ", ".join(sets) + " " if sets else "") + (
+        "REMOVE " + ", ".join(removes) + " " if removes else ""
+    )
     return await _conditional(
         client,
         TableName=table,
         Key={"jobId": {"S": job_id}},
-        UpdateExpression=expression,
+        UpdateExpression=expression + "ADD version :one",
         ConditionExpression=_HELD,
         ExpressionAttributeNames={"#s": "status"},
         ExpressionAttributeValues=values,
@@ -61,7 +72,7 @@ async def rewind(
     table: str,
     job_id: str,
     owner: str,
-    cursor: int | None,
+    cursor: int,
     progress: DispatchProgress,
     retry_at: datetime,
 ) -> bool:
@@ -71,15 +82,13 @@ async def rewind(
         ":to": {"N": str(progress.cursor)},
         ":attempts": {"N": str(progress.attempts)},
         ":retry": {"S": iso_ms(retry_at)},
-        ":kind": {"S": DISPATCH},
+        ":cursor": {"N": str(cursor)},
         ":one": {"N": "1"},
     }
     sets = [
         "dispatchCursor = :to",
         "dispatchAttempts = :attempts",
-        "leaseOwner = :owner",
         "leaseExpiresAt = :retry",
-        "dueKind = :kind",
         "dueAt = :retry",
     ]
     removes = []
@@ -92,11 +101,6 @@ async def rewind(
         else:
             sets.append(f"{name} = :{name}")
             values[f":{name}"] = value
-    if cursor is None:  # its last chunk's cursor write closed the dispatch: reopen it
-        condition = "#s = :downloading AND attribute_not_exists(dispatchCursor)"
-    else:
-        condition = _HELD
-        values[":cursor"] = {"N": str(cursor)}
     expression = "SET " + ", ".join(sets)
     if removes:
         expression += " REMOVE " + ", ".join(removes)
@@ -105,7 +109,7 @@ async def rewind(
         TableName=table,
         Key={"jobId": {"S": job_id}},
         UpdateExpression=expression + " ADD version :one",
-        ConditionExpression=condition,
+        ConditionExpression=_HELD,
         ExpressionAttributeNames={"#s": "status"},
         ExpressionAttributeValues=values,
     )

@@ -131,9 +131,17 @@ class DynamoDbJobRepository:  # implements JobRepository
         return await job_claims.renew_poll(self._client, self._table, job_id, owner, until)
 
     async def advance_dispatch(
-        self, job_id: str, owner: str, cursor: int, to: int | None, until: datetime
+        self,
+        job_id: str,
+        owner: str,
+        cursor: int,
+        to: int | None,
+        until: datetime,
+        now: datetime | None = None,
     ) -> bool:
-        return await job_claims.advance(self._client, self._table, job_id, owner, cursor, to, until)
+        return await job_claims.advance(
+            self._client, self._table, job_id, owner, cursor, to, until, now
+        )
 
     async def record_dispatch_failure(
         self, job_id: str, owner: str, cursor: int, error: str, retry_at: datetime
@@ -146,7 +154,7 @@ class DynamoDbJobRepository:  # implements JobRepository
         self,
         job_id: str,
         owner: str,
-        cursor: int | None,
+        cursor: int,
         progress: DispatchProgress,
         retry_at: datetime,
     ) -> bool:

@@ -32,8 +32,12 @@ class SqsWorkQueue:  # implements WorkQueue
 
     async def publish(self, refs: Sequence[TaskRef]) -> None:
         batches = [refs[i : i + self._batch] for i in range(0, len(refs), self._batch)]
-        results = await asyncio.gather(*(self._send(b) for b in batches))
-        unsent = [ref for batch in results for ref in batch]
+        results = await asyncio.gather(*(self._send(b) for b in batches), return_exceptions=True)
+        unsent = [  # a batch that raised anything else is unsent whole, the others are not
+            ref
+            for batch, result in zip(batches, results, strict=True)
+            for ref in (batch if isinstance(result, BaseException) else result)
+        ]
         if unsent:
             raise PublishFailed(
                 f"{len(unsent)} of {len(refs)} work items could not be queued", unsent
