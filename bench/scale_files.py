@@ -1,5 +1,5 @@
-"""One big export through two replicas, with a SIGKILL during its dispatch and another
-during its downloads: exactly one answer, exact counters, every object present with its
+"""One big export through two replicas, with a SIGKILL during its dispatch (right after a
+cursor write, while that chunk's work items go out) and another during its downloads: exactly one answer, exact counters, every object present with its
 sha256. Prints the time, files/s and AWS calls per file.
 
     python -m bench.scale_files [--files 10000] [--size 1024]
@@ -104,6 +104,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             return job if cursor >= args.files // 5 else None
 
         at = wait_for(dispatching, args.timeout, "the dispatch under way")
+        if "dispatchCursor" in at:  # kill right after the next cursor write: mid-chunk
+            at = _moved_on(aws, job_id, at, args.timeout)
         owner = str(at.get("leaseOwner", ""))
         if "dispatchCursor" in at and owner in replicas.live:
             replicas.kill(owner)
@@ -157,6 +159,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ),
         "log_dir": str(log_dir),
     }
+
+
+def _moved_on(aws: Aws, job_id: str, seen: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """The job once its dispatch cursor has moved past `seen`'s (or the dispatch closed),
+    looked at without pause: the dispatcher has just written it ahead and is sending that
+    chunk's work items, so a kill now most likely leaves some of them unsent."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = aws.job(job_id) or {}
+        if job.get("dispatchCursor") != seen["dispatchCursor"]:
+            return job
+    raise TimeoutError("the dispatch cursor did not move")
 
 
 def _logged(log_dir: Path, event: str) -> int:
