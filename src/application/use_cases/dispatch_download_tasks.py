@@ -210,14 +210,7 @@ class DispatchDownloadTasks:
                 return  # some were refused: taken up again after a pause
             if done:
                 log.info("chunk dispatched again", already_recorded=len(done))
-        async with cursor.lock:  # every work item is out: the dispatch closes
-            now = self.clock.now()
-            until = now + self.policy.lease
-            if not await self.jobs.advance_dispatch(
-                job.job_id, cursor.owner, total, None, until, now
-            ):
-                raise LeaseLost("the dispatch was taken over")
-            cursor.done = True
+        await self._move(cursor, None)  # every work item is out: the dispatch closes
         log.info("download tasks dispatched", total_tasks=total)
 
     async def _send_chunk(
@@ -228,14 +221,7 @@ class DispatchDownloadTasks:
         if cursor.ahead_from is not None:  # moved past it already
             cursor.ahead_from = None
         else:
-            async with cursor.lock:
-                now = self.clock.now()
-                until = now + self.policy.lease
-                if not await self.jobs.advance_dispatch(
-                    cursor.job_id, cursor.owner, start, end, until, now
-                ):
-                    raise LeaseLost("the dispatch was taken over")
-                cursor.at = end
+            await self._move(cursor, end)
         try:
             await self.queue.publish(refs)
         except Exception as err:
@@ -243,6 +229,21 @@ class DispatchDownloadTasks:
             return False
         cursor.attempts = 0
         return True
+
+    async def _move(self, cursor: _Cursor, to: int | None) -> None:
+        """The cursor moves on to `to` (None: past the last file, the dispatch closes)
+        with the lease renewed, in one write only its holder at that cursor can make."""
+        async with cursor.lock:
+            now = self.clock.now()
+            until = now + self.policy.lease
+            if not await self.jobs.advance_dispatch(
+                cursor.job_id, cursor.owner, cursor.at, to, until, now
+            ):
+                raise LeaseLost("the dispatch was taken over")
+            if to is None:
+                cursor.done = True
+            else:
+                cursor.at = to
 
     async def _rewind(
         self,
